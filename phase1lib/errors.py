@@ -1,0 +1,80 @@
+"""Errors that carry every problem of a bad input at once, each naming its field and rule."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one field: ``field`` names it, ``message`` states the rule and the value."""
+
+    field: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class Phase1Error(Exception):
+    """Base of the library's expected errors: shown to users as a message, never as a traceback."""
+
+    #: HTTP status the server maps this error to.
+    status = 400
+    #: Short machine name of the error kind.
+    kind = "bad_request"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.kind, "message": str(self)}
+
+
+class InputError(Phase1Error):
+    """Invalid input: a list of field errors, all of them, not only the first."""
+
+    kind = "invalid_input"
+
+    def __init__(self, errors: list[FieldError], what: str = "input"):
+        self.errors = list(errors)
+        self.what = what
+        detail = "; ".join(f"{e.field}: {e.message}" for e in self.errors)
+        super().__init__(f"invalid {what}: {detail}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["errors"] = [e.to_dict() for e in self.errors]
+        return out
+
+
+class GuardrailError(Phase1Error):
+    """A grid larger than the permutation guardrail (HTTP 413)."""
+
+    status = 413
+    kind = "guardrail"
+
+    def __init__(self, cardinality: int, limit: int):
+        self.cardinality = cardinality
+        self.limit = limit
+        super().__init__(
+            f"{cardinality:,} permutations exceed the guardrail of {limit:,}; narrow the ranges "
+            f"or ask for a sample of at most {limit:,}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.update(cardinality=self.cardinality, max_permutations=self.limit)
+        return out
+
+
+class NotFoundError(Phase1Error):
+    """A run, rank, preset or job that does not exist (HTTP 404)."""
+
+    status = 404
+    kind = "not_found"
+
+
+class DisabledError(Phase1Error):
+    """A capability switched off by a feature flag (HTTP 503)."""
+
+    status = 503
+    kind = "disabled"

@@ -1,0 +1,368 @@
+"""Range specs, the permutation grid and the guardrail (METHODOLOGY section 3).
+
+A range request maps keys (or their aliases) to a list, a scalar, or ``{"min", "max", "step"}``.
+:func:`parse_ranges` validates it into a :class:`Grid`: per key, the tuple of values in order.
+The grid is never materialised: cardinality is a product of sizes, and :meth:`Grid.decode`
+turns permutation indices into per-key value indices with integer arithmetic (vectorised).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import FieldError, GuardrailError, InputError
+from .project import MEZZ_AMORTS, Project, coerce_integer, coerce_number
+
+DEFAULT_MAX_PERMUTATIONS = 250_000
+SENIOR_AMORTS = ("sculpted", "annuity", "level", "bullet")
+INDEXATION_MODES = ("flat", "CPI_capped")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One range key: its kind, aliases and default (a literal, the project's field, or required)."""
+
+    name: str
+    kind: str  # "int", "float", "enum", "bool"
+    aliases: tuple[str, ...] = ()
+    choices: tuple[Any, ...] = ()
+    default: Any = None  # None = required; ("project", field) = the project's value; else literal
+    mezz: bool = False
+
+
+# Grid order: first key outermost, last key fastest (METHODOLOGY section 3).
+KEY_SPECS: tuple[KeySpec, ...] = (
+    KeySpec("senior_tenor", "int", ("senior_tenor_years", "tenor_years")),
+    KeySpec("senior_coupon", "float", ("senior_coupon_pct",)),
+    KeySpec("senior_dscr", "float", ("min_dscr_senior",)),
+    KeySpec("senior_amort", "enum", choices=SENIOR_AMORTS, default="sculpted"),
+    KeySpec("indexation_mode", "enum", choices=INDEXATION_MODES, default="CPI_capped"),
+    KeySpec("zcis_tenor_years", "int", ("zcis_tenor",), default=0),
+    KeySpec("io_months", "int", ("senior_io_months",), default=0),
+    KeySpec("wrap", "bool", default=False),
+    KeySpec("mezz_on", "bool", default=False),
+    KeySpec("mezz_coupon", "float", default=("project", "mezz_coupon"), mezz=True),
+    KeySpec("mezz_dscr", "float", default=("project", "mezz_dscr"), mezz=True),
+    KeySpec("mezz_tenor", "int", default=("project", "mezz_tenor"), mezz=True),
+    KeySpec("mezz_amort", "enum", choices=MEZZ_AMORTS, default=("project", "mezz_amort"), mezz=True),
+    KeySpec("sidecar_haircut_pct", "float", ("haircut_pct",), default=("project", "sidecar_haircut_pct")),
+)
+KEYS: tuple[str, ...] = tuple(s.name for s in KEY_SPECS)
+SPEC_BY_KEY = {s.name: s for s in KEY_SPECS}
+ALIASES: dict[str, str] = {a: s.name for s in KEY_SPECS for a in (s.name, *s.aliases)}
+OUTER_KEYS = KEYS[: KEYS.index("mezz_on")]
+MEZZ_KEYS = tuple(s.name for s in KEY_SPECS if s.mezz)
+INTEGER_KEYS = frozenset(s.name for s in KEY_SPECS if s.kind == "int")
+#: Project defaults used when no project is given (METHODOLOGY section 1 defaults).
+_FALLBACK_DEFAULTS = {"mezz_coupon": 0.09, "mezz_dscr": 1.10, "mezz_tenor": None, "mezz_amort": "sculpted",
+                      "sidecar_haircut_pct": 0.15}
+
+
+def max_permutations() -> int:
+    """The guardrail: PHASE1_MAX_PERMUTATIONS if set (a positive integer), else 250,000."""
+    raw = os.environ.get("PHASE1_MAX_PERMUTATIONS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_PERMUTATIONS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InputError([FieldError("PHASE1_MAX_PERMUTATIONS", f"must be a positive integer (got {raw!r})")],
+                         "environment")
+    return value
+
+
+def expand_step(lo: float, hi: float, step: float) -> list[float]:
+    """Values lo + i * step for i = 0 .. floor((hi - lo) / step + 1e-9), each rounded to 10 decimals.
+
+    Index-based, so nothing accumulates: 0.04..0.0625 step 0.0025 is exactly 10 values.
+    """
+    count = math.floor((hi - lo) / step + 1e-9) + 1
+    return [round(lo + i * step, 10) for i in range(count)]
+
+
+def _domain_error(spec: KeySpec, value: Any, project: Project | None) -> str | None:
+    """Why ``value`` is outside the key's domain, or None (METHODOLOGY section 3 table)."""
+    name = spec.name
+    if spec.kind == "bool":
+        return None if isinstance(value, bool) else f"must be true or false (got {json.dumps(value)})"
+    if spec.kind == "enum":
+        if isinstance(value, str) and value in spec.choices:
+            return None
+        return f"must be one of {', '.join(spec.choices)} (got {json.dumps(value)})"
+    if name == "senior_tenor" and value < 1:
+        return f"must be an integer number of years >= 1 (got {value})"
+    if name == "senior_coupon" and not 0 < value < 1:
+        return f"must be a rate > 0 and < 1, as a decimal: 0.055 = 5.5 % (got {value:g})"
+    if name in ("senior_dscr", "mezz_dscr") and value < 1.0:
+        return f"must be a ratio >= 1.0 (got {value:g})"
+    if name == "mezz_coupon" and not 0 <= value < 1:
+        return f"must be a rate >= 0 and < 1, as a decimal (got {value:g})"
+    if name == "sidecar_haircut_pct" and not 0 <= value <= 1:
+        return f"must be between 0 and 1 (got {value:g})"
+    if name == "zcis_tenor_years":
+        top = f"lease_years - 1 = {project.lease_years - 1}" if project else "lease_years - 1"
+        if value < 0 or (project and value > project.lease_years - 1):
+            return f"must be an integer 0 .. {top}; 0 = no hedge (got {value})"
+    if name == "io_months":
+        if value < 0:
+            return f"must be an integer >= 0 (got {value})"
+        if project and value % (12 // project.periods_per_year):
+            return (f"must be a multiple of {12 // project.periods_per_year} months "
+                    f"(12 / periods_per_year {project.periods_per_year}) (got {value})")
+    if name == "mezz_tenor":
+        if value < 1 or (project and value > project.lease_years):
+            top = f" and <= lease_years {project.lease_years}" if project else ""
+            return f"must be an integer >= 1{top} (got {value})"
+    return None
+
+
+def _normalise(spec: KeySpec, raw: Any) -> tuple[Any, str | None]:
+    """Type-normalise one value: integers for integer keys (10.0 is 10), floats for float keys."""
+    if spec.kind == "int":
+        value = coerce_integer(raw)
+        return (value, None) if value is not None else (None, f"takes integers (got {json.dumps(raw)})")
+    if spec.kind == "float":
+        value = coerce_number(raw)
+        return (value, None) if value is not None else (None, f"takes numbers (got {json.dumps(raw)})")
+    return raw, None
+
+
+def _expand_value(spec: KeySpec, raw: Any) -> tuple[list[Any], str | None]:
+    """Expand one key's spec (list, scalar or min/max/step) into its values, or an error message."""
+    if isinstance(raw, Mapping):
+        if spec.kind in ("enum", "bool"):
+            return [], "takes a list or a single value, not {min, max, step}"
+        unknown = sorted(set(raw) - {"min", "max", "step"})
+        missing = [k for k in ("min", "max", "step") if k not in raw]
+        if unknown or missing:
+            return [], ("{min, max, step} needs exactly the keys min, max, step"
+                        + (f"; unknown: {', '.join(map(str, unknown))}" if unknown else "")
+                        + (f"; missing: {', '.join(missing)}" if missing else ""))
+        lo, hi, step = (coerce_number(raw[k]) for k in ("min", "max", "step"))
+        if lo is None or hi is None or step is None:
+            return [], "min, max and step must be finite numbers"
+        if step <= 0:
+            return [], f"step must be > 0 (got {step:g})"
+        if lo > hi:
+            return [], f"min must be <= max (got min {lo:g} > max {hi:g})"
+        if (hi - lo) / step > 10_000_000:
+            return [], f"{{min, max, step}} gives more than 10,000,000 values (min {lo:g}, max {hi:g}, step {step:g})"
+        items: list[Any] = expand_step(lo, hi, step)
+    elif isinstance(raw, list):
+        if not raw:
+            return [], "must not be an empty list"
+        items = list(raw)
+    else:
+        items = [raw]
+    values: list[Any] = []
+    for item in items:
+        value, message = _normalise(spec, item)
+        if message:
+            return [], message
+        values.append(value)
+    if len({json.dumps(v) for v in values}) != len(values):
+        return [], f"values must be distinct (got {json.dumps(values)})"
+    return values, None
+
+
+def _default_values(spec: KeySpec, project: Project | None) -> list[Any]:
+    if isinstance(spec.default, tuple):
+        attr = spec.default[1]
+        return [getattr(project, attr) if project is not None else _FALLBACK_DEFAULTS[attr]]
+    return [spec.default]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The validated permutation grid: per key, its values in enumeration order.
+
+    ``mezz_tenor`` may hold None, meaning "the senior tenor of the point" (the project default).
+    """
+
+    values: dict[str, tuple[Any, ...]]
+    request: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    # -- sizes -------------------------------------------------------------------------------------
+    @property
+    def outer_sizes(self) -> tuple[int, ...]:
+        return tuple(len(self.values[k]) for k in OUTER_KEYS)
+
+    @property
+    def mezz_size(self) -> int:
+        """Points of the mezz sub-grid under mezz_on = true (product of the mezz_* sizes)."""
+        return math.prod(len(self.values[k]) for k in MEZZ_KEYS)
+
+    @property
+    def block_sizes(self) -> tuple[int, ...]:
+        """Points below each mezz_on value: mezz sub-grid (true) or 1 (false), times the haircuts."""
+        h = len(self.values["sidecar_haircut_pct"])
+        return tuple((self.mezz_size if on else 1) * h for on in self.values["mezz_on"])
+
+    @property
+    def cardinality(self) -> int:
+        """Number of grid points, without materialising them."""
+        return math.prod(self.outer_sizes) * sum(self.block_sizes)
+
+    # -- points ------------------------------------------------------------------------------------
+    def decode(self, indices: Any) -> dict[str, np.ndarray]:
+        """Per-key value indices (int64) of the points at ``indices``; mezz_* are -1 where mezz is off."""
+        idx = np.asarray(indices, dtype=np.int64)
+        block = np.array(self.block_sizes, dtype=np.int64)
+        starts = np.concatenate(([0], np.cumsum(block)[:-1]))
+        q, rem = np.divmod(idx, np.int64(block.sum()))
+        out: dict[str, np.ndarray] = {}
+        for key in reversed(OUTER_KEYS):
+            q, out[key] = np.divmod(q, np.int64(len(self.values[key])))
+        on_idx = np.searchsorted(starts, rem, side="right") - 1
+        out["mezz_on"] = on_idx
+        off = rem - starts[on_idx]
+        h = np.int64(len(self.values["sidecar_haircut_pct"]))
+        mezz_part, out["sidecar_haircut_pct"] = np.divmod(off, h)
+        mezz_flags = np.array(self.values["mezz_on"], dtype=bool)[on_idx]
+        for key in reversed(MEZZ_KEYS):
+            mezz_part, sub = np.divmod(mezz_part, np.int64(len(self.values[key])))
+            out[key] = np.where(mezz_flags, sub, -1)
+        return {k: out[k] for k in KEYS}
+
+    def point(self, index: int) -> dict[str, Any]:
+        """The full structure at ``index``: every key with its value, mezz_* omitted when mezz is off."""
+        if not 0 <= index < self.cardinality:
+            raise IndexError(f"permutation_index {index} outside 0 .. {self.cardinality - 1}")
+        codes = self.decode([index])
+        return self.point_from_codes({k: int(v[0]) for k, v in codes.items()})
+
+    def point_from_codes(self, codes: Mapping[str, int]) -> dict[str, Any]:
+        point: dict[str, Any] = {}
+        for key in KEYS:
+            code = codes[key]
+            if code < 0:
+                continue
+            value = self.values[key][code]
+            if key == "mezz_tenor" and value is None:
+                value = point["senior_tenor"]
+            point[key] = value
+        return point
+
+    def points(self, indices: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
+        return [self.point(int(i)) for i in indices]
+
+    def iter_points(self):
+        """Every point in grid order (for small grids and tests)."""
+        for i in range(self.cardinality):
+            yield self.point(i)
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        return {k: list(v) for k, v in self.values.items()}
+
+
+def permutation_id(point: Mapping[str, Any]) -> str:
+    """First 12 hex digits of sha256 of the point's canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(dict(point), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _fragments(key: str, values: Sequence[Any]) -> np.ndarray:
+    """'"key":value' JSON fragments per value, plus "" at index -1 for an omitted key."""
+    return np.array([f'"{key}":{json.dumps(v)}' for v in values] + [""], dtype=object)
+
+
+def permutation_ids(grid: Grid, codes: Mapping[str, np.ndarray]) -> list[str]:
+    """permutation_id of many decoded points; each key's values are rendered to JSON once."""
+    joined: np.ndarray | None = None
+    for key in sorted(KEYS):
+        col = _fragments(key, grid.values[key])[codes[key]]
+        if key == "mezz_tenor" and None in grid.values[key]:
+            as_senior = _fragments(key, grid.values["senior_tenor"])[codes["senior_tenor"]]
+            is_none = np.array([v is None for v in grid.values[key]] + [False])[codes[key]]
+            col = np.where(is_none, as_senior, col)
+        joined = col if joined is None else joined + np.where(col == "", "", "," + col)
+    sha = hashlib.sha256
+    return [sha(("{" + s + "}").encode()).hexdigest()[:12] for s in (joined if joined is not None else [])]
+
+
+def parse_ranges(request: Any, project: Project | None = None) -> Grid:
+    """Validate a range request into a :class:`Grid`; every bad key is reported, by name.
+
+    Domain checks that depend on the project (ZCIS tenor below the lease, IO months a multiple of
+    the period, mezz tenor within the lease) apply when a project is given.
+    """
+    if not isinstance(request, Mapping):
+        raise InputError([FieldError("ranges", "must be a JSON object of range keys")], "ranges")
+    errors: list[FieldError] = []
+    given: dict[str, tuple[str, Any]] = {}
+    for raw_key, raw in request.items():
+        key = ALIASES.get(raw_key)
+        if key is None:
+            errors.append(FieldError(str(raw_key), f"unknown range key; known keys: {', '.join(KEYS)} "
+                                                   f"(aliases: {', '.join(a for a in ALIASES if a not in KEYS)})"))
+            continue
+        if key in given:
+            errors.append(FieldError(str(raw_key), f"given twice: as {given[key][0]} and as {raw_key}"))
+            continue
+        given[key] = (str(raw_key), raw)
+    values: dict[str, tuple[Any, ...]] = {}
+    for spec in KEY_SPECS:
+        if spec.name not in given:
+            if spec.default is None:
+                errors.append(FieldError(spec.name, "is required"))
+                continue
+            values[spec.name] = tuple(_default_values(spec, project))
+            continue
+        label, raw = given[spec.name]
+        expanded, message = _expand_value(spec, raw)
+        if message is None:
+            for value in expanded:
+                message = _domain_error(spec, value, project)
+                if message:
+                    break
+        if message:
+            errors.append(FieldError(label, message))
+            continue
+        values[spec.name] = tuple(expanded)
+    if errors:
+        raise InputError(errors, "ranges")
+    return Grid(values=values, request=dict(request))
+
+
+def check_guardrail(cardinality: int, sample: int | None = None, limit: int | None = None) -> int:
+    """Raise GuardrailError when the grid is too large and no valid sample is asked for; returns the limit."""
+    limit = max_permutations() if limit is None else limit
+    if sample is not None:
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+            raise InputError([FieldError("sample", f"must be a positive integer (got {sample!r})")], "request")
+        if sample > limit:
+            raise GuardrailError(sample, limit)
+        if sample > cardinality:
+            raise InputError([FieldError("sample", f"must be at most the cardinality {cardinality:,} "
+                                                   f"(got {sample:,})")], "request")
+        return limit
+    if cardinality > limit:
+        raise GuardrailError(cardinality, limit)
+    return limit
+
+
+def sample_indices(cardinality: int, size: int, seed: int) -> np.ndarray:
+    """``size`` distinct grid indices drawn with PCG64(seed), sorted ascending (METHODOLOGY section 3)."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return np.sort(rng.choice(cardinality, size, replace=False)).astype(np.int64)
+
+
+def cardinality_summary(grid: Grid, limit: int | None = None) -> dict[str, Any]:
+    """The CLI / API answer: cardinality, per-key values, guardrail verdict and limit."""
+    limit = max_permutations() if limit is None else limit
+    return {
+        "cardinality": grid.cardinality,
+        "values": grid.to_dict(),
+        "exceeds_guardrail": grid.cardinality > limit,
+        "max_permutations": limit,
+    }
