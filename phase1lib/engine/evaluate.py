@@ -1,0 +1,381 @@
+"""Evaluate a table of structures: sizing, mezzanine, KPIs, stresses, gates, tiers, repo (sections 5-8).
+
+A *structure table* holds one numpy column per range key (enums as integer codes). ``evaluate``
+works on any table — a chunk of the grid, a single structure, the hint search's variants — with no
+Python loop over structures: the senior side is sized once per profile class (see ``senior.py``);
+mezzanine and the equity IRR work on (rows x periods) matrices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..project import Derived, Project, derive
+from ..ranges import INDEXATION_MODES, KEYS, SENIOR_AMORTS, Grid
+from ..ruleset import RATINGS, TOL, Ruleset, notch
+from .arrays import safe_div, seqsum
+from .cashflows import STRESS_NAMES, CaseFlows, case_flows
+from .gates import CHECKS, REPO_RULES, check_table, near_miss, repo_failures, tiers
+from .hints import closed_form, ladder_search
+from .irr import annualised_irr, periodic_irr_factor
+from .mezz import MEZZ_AMORTS, MezzResult, size_mezz
+from .senior import BULLET, CaseTable, SeniorClasses, size_classes
+
+LIMITS = ("dscr", "io_cover", "refinancing_tail", "advance_factor", "funding_need")
+ENUMS: dict[str, tuple[str, ...]] = {"senior_amort": SENIOR_AMORTS, "indexation_mode": INDEXATION_MODES,
+                                     "mezz_amort": MEZZ_AMORTS}
+StructureTable = dict[str, np.ndarray]
+
+
+@dataclass
+class Context:
+    """Per-run constants: the project, its derived fields, the ruleset and the flows of each case."""
+
+    project: Project
+    derived: Derived
+    ruleset: Ruleset
+    case_keys: list[tuple[str, int]]
+    flows: list[CaseFlows]
+    cases: CaseTable
+    case_lookup: np.ndarray = field(repr=False)
+
+    @property
+    def ppy(self) -> int:
+        return self.project.periods_per_year
+
+    @property
+    def n_periods(self) -> int:
+        return self.project.n_periods
+
+    def case_index(self, mode: np.ndarray, hedge: np.ndarray) -> np.ndarray:
+        idx = self.case_lookup[mode, hedge]
+        if np.any(idx < 0):
+            raise KeyError("structure uses a (indexation_mode, zcis_tenor_years) case the context lacks")
+        return idx
+
+    def gate_constants(self) -> dict[str, Any]:
+        g = self.ruleset.gates
+        d = self.derived
+        return {
+            "tenor_cap": d.tenor_cap, "af_min": d.af_min, "dscr_floor": d.dscr_floor,
+            "wrap_dscr_relief": self.project.wrap_dscr_relief, "ppy": self.ppy,
+            "lease_years": self.project.lease_years, "wal_share": g["wal_share_of_tenor_cap"],
+            "min_equity": g["min_equity_share"], "stress_min": g["stress_min_dscr"],
+            "wrap_min_notch": notch(g["wrap_min_underlying"]), "funding_need": d.funding_need,
+        }
+
+
+def make_context(project: Project, ruleset: Ruleset, modes: Iterable[str] = INDEXATION_MODES,
+                 hedges: Iterable[int] | None = None) -> Context:
+    """Context with the flows of every (mode, H) case given (default: every mode and every H)."""
+    derived = derive(project, ruleset)
+    hedge_list = sorted(set(range(project.lease_years) if hedges is None else hedges))
+    keys = [(m, h) for m in INDEXATION_MODES if m in set(modes) for h in hedge_list]
+    flows = [case_flows(project, derived, ruleset, m, h) for m, h in keys]
+    lookup = np.full((len(INDEXATION_MODES), project.lease_years), -1, dtype=np.int64)
+    for i, (m, h) in enumerate(keys):
+        lookup[INDEXATION_MODES.index(m), h] = i
+    lender = np.vstack([f.lender for f in flows])
+    cases = CaseTable(lender=lender, lender_pos=np.maximum(lender, 0.0),
+                      stress_cash=np.stack([f.stress_cash for f in flows]),
+                      equity_base=np.vstack([f.equity_base for f in flows]),
+                      sidecar=np.vstack([f.sidecar for f in flows]))
+    return Context(project, derived, ruleset, keys, flows, cases, lookup)
+
+
+def context_for_grid(project: Project, ruleset: Ruleset, grid: Grid) -> Context:
+    return make_context(project, ruleset, grid.values["indexation_mode"], grid.values["zcis_tenor_years"])
+
+
+# --- structure tables -----------------------------------------------------------------------------
+
+def _encode(key: str, value: Any) -> Any:
+    """Column value of one structure key: enum code, bool, int or float; None is the 'absent' sentinel."""
+    if key in ENUMS:
+        return -1 if value is None else ENUMS[key].index(value)
+    if key in ("wrap", "mezz_on"):
+        return bool(value)
+    if key in ("senior_tenor", "zcis_tenor_years", "io_months", "mezz_tenor"):
+        return 0 if value is None else int(value)
+    return np.nan if value is None else float(value)
+
+
+def _dtype(key: str) -> type:
+    if key in ENUMS or key in ("senior_tenor", "zcis_tenor_years", "io_months", "mezz_tenor"):
+        return np.int64
+    return bool if key in ("wrap", "mezz_on") else float
+
+
+def _column(key: str, values: Sequence[Any]) -> np.ndarray:
+    """Encoded values of a key plus the absent sentinel at index -1 (for mezz keys when mezz is off)."""
+    return np.array([_encode(key, v) for v in values] + [_encode(key, None)], dtype=_dtype(key))
+
+
+def table_from_codes(grid: Grid, codes: Mapping[str, np.ndarray]) -> StructureTable:
+    """Structure table of decoded grid points (mezz_* codes -1 where mezz is off)."""
+    table = {key: _column(key, grid.values[key])[codes[key]] for key in KEYS}
+    if None in grid.values["mezz_tenor"]:
+        is_default = np.array([v is None for v in grid.values["mezz_tenor"]] + [False])[codes["mezz_tenor"]]
+        table["mezz_tenor"] = np.where(is_default, table["senior_tenor"], table["mezz_tenor"])
+    return table
+
+
+def table_from_points(points: Sequence[Mapping[str, Any]]) -> StructureTable:
+    """Structure table of full structure dicts (as ``Grid.point`` returns them)."""
+    return {key: np.array([_encode(key, pt.get(key)) for pt in points], dtype=_dtype(key)) for key in KEYS}
+
+
+def take_rows(table: Mapping[str, np.ndarray], rows: np.ndarray) -> StructureTable:
+    return {k: v[rows] for k, v in table.items()}
+
+
+def table_to_points(table: Mapping[str, np.ndarray], rows: Iterable[int]) -> list[dict[str, Any]]:
+    """Full structure dicts of some rows (mezz_* omitted when mezz is off)."""
+    out = []
+    for i in rows:
+        point: dict[str, Any] = {}
+        for key in KEYS:
+            v = table[key][i]
+            if key.startswith("mezz_") and key != "mezz_on" and not table["mezz_on"][i]:
+                continue
+            if key in ENUMS:
+                point[key] = ENUMS[key][int(v)]
+            elif key in ("wrap", "mezz_on"):
+                point[key] = bool(v)
+            elif v.dtype.kind == "i":
+                point[key] = int(v)
+            else:
+                point[key] = float(v)
+        out.append(point)
+    return out
+
+
+# --- rates and ratings ----------------------------------------------------------------------------
+
+def ladder_notch(ruleset: Ruleset, country: str, dscr: np.ndarray) -> np.ndarray:
+    """Rating notch (0 = AAA .. 5 = B) of DSCRs on the country's ladder; NaN stays NaN."""
+    thresholds = np.array(ruleset.ladder_thresholds(country))
+    with np.errstate(invalid="ignore"):
+        below = dscr[:, None] < thresholds[None, :] - TOL
+    return np.where(np.isfinite(dscr), below.sum(axis=1).astype(float), np.nan)
+
+
+def _group(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct combinations of columns: (first row of each, each row's group index)."""
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for col in columns:
+        _, code = np.unique(col, return_inverse=True)
+        key = key * (int(code.max(initial=0)) + 1) + code.ravel()
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return first, inverse.ravel()
+
+
+def all_in_rate(ctx: Context, coupon: np.ndarray, wrap: np.ndarray, underlying: np.ndarray) -> np.ndarray:
+    """R: the coupon, or for a wrap round(coupon - (spread(u) - spread(AAA)) / 1e4 + premium / 1e4, 10).
+
+    Python's correctly rounded ``round`` is applied once per distinct (coupon, underlying) pair.
+    """
+    spreads = ctx.ruleset.spreads()
+    premium = ctx.project.wrap_premium_bps / 1e4
+    rate = coupon.astype(float).copy()
+    if np.any(wrap):
+        c, u = coupon[wrap], underlying[wrap]
+        first, inverse = _group(c, u)
+        wrapped = np.array([round(float(c[i]) - (spreads[int(u[i])] - spreads[0]) / 1e4 + premium, 10)
+                            for i in first])
+        rate[wrap] = wrapped[inverse]
+    return rate
+
+
+def sidecar_value(ctx: Context, case: np.ndarray, coupon: np.ndarray) -> np.ndarray:
+    """sum_p sidecar_p (1 + coupon / ppy)^-p, once per distinct (case, coupon)."""
+    first, inverse = _group(case, coupon)
+    v = 1.0 / (1.0 + coupon[first] / ctx.ppy)
+    disc = np.cumprod(np.broadcast_to(v[:, None], (len(v), ctx.n_periods)), axis=1)
+    return seqsum(ctx.cases.sidecar[case[first]] * disc)[inverse]
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+@dataclass
+class Detail:
+    """Per-period arrays of the rows evaluated with ``detail=True`` (rows x N)."""
+
+    senior: SeniorClasses
+    cls: np.ndarray
+    senior_amount: np.ndarray
+    mezz: MezzResult | None
+    mezz_rows: np.ndarray
+    equity_flows: np.ndarray
+    case: np.ndarray
+
+
+def evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool = False, hints: bool = True
+             ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], Detail]:
+    """Every KPI of every structure in ``table`` as columns (NaN = null), plus gate, tier and hint codes.
+
+    Columns starting with "_" are internals (capacities, the failed check's value) kept for hints.
+    """
+    p_, d, rs = ctx.project, ctx.derived, ctx.ruleset
+    ppy, n_periods = ctx.ppy, ctx.n_periods
+    rows = len(table["senior_tenor"])
+    tenor = table["senior_tenor"]
+    coupon = table["senior_coupon"].astype(float)
+    k = table["senior_dscr"].astype(float)
+    amort = table["senior_amort"]
+    wrap = table["wrap"]
+    mezz_on = table["mezz_on"]
+    n = np.minimum(tenor, p_.lease_years) * ppy
+    io = table["io_months"] * ppy // 12
+    case = ctx.case_index(table["indexation_mode"], table["zcis_tenor_years"])
+
+    cap_notch = notch(d.rating_cap)
+    underlying = np.maximum(ladder_notch(rs, p_.country, k), cap_notch)
+    rate = all_in_rate(ctx, coupon, wrap, underlying)
+
+    first, cls = _group(case, amort, rate, io, n)
+    g = rs.gates
+    sen = size_classes(ctx.cases, case[first], amort[first], rate[first], io[first], n[first], ppy,
+                       dsra_window=int(np.ceil(d.dsra_months * ppy / 12)), refi_spread=g["refinancing_spread"],
+                       refi_buffer=int(g["refinancing_buffer_years"]))
+
+    fn = d.funding_need
+    limits = np.stack([sen.dk[cls] / k, sen.iok[cls] / k, sen.tailk[cls] / k, np.full(rows, d.af_max * fn),
+                       np.full(rows, fn)], axis=1)
+    smallest = limits.min(axis=1)
+    binding = np.argmax(limits == smallest[:, None], axis=1)
+    senior = np.maximum(smallest, 0.0)
+    has_debt = senior > 0
+    inv_s = safe_div(np.ones(rows), senior)
+
+    sidecar_gross = sidecar_value(ctx, case, coupon)
+    sidecar_net = sidecar_gross * (1.0 - table["sidecar_haircut_pct"])
+    dsra = senior * sen.dsra[cls]
+    with np.errstate(invalid="ignore"):
+        min_dscr = np.where(has_debt, sen.q_min[cls] * inv_s, np.nan)
+        avg_dscr = np.where(has_debt, safe_div(sen.q_sum[cls], sen.q_count[cls].astype(float)) * inv_s, np.nan)
+        stress = {s: np.where(has_debt, sen.q_stress[cls, i] * inv_s, np.nan) for i, s in enumerate(STRESS_NAMES)}
+    llcr = np.where(has_debt, sen.llcr_num[cls] * inv_s, np.nan)
+    wal = np.where(has_debt, sen.wal[cls], np.nan)
+    total_interest = senior * sen.interest_total[cls]
+    min_principal_ratio = np.where(has_debt, sen.min_principal[cls], 0.0)
+
+    # mezzanine rows
+    mezz_amount = np.zeros(rows)
+    stress_total = {s: np.full(rows, np.nan) for s in STRESS_NAMES}
+    mezz_rows = np.flatnonzero(mezz_on)
+    mezz: MezzResult | None = None
+    senior_service = None
+    if len(mezz_rows):
+        mcls, mcase = cls[mezz_rows], case[mezz_rows]
+        senior_service = senior[mezz_rows, None] * sen.u[mcls]
+        n_m = np.minimum(table["mezz_tenor"][mezz_rows], p_.lease_years) * ppy
+        headroom = (d.af_max + g["mezz_af_headroom"]) * fn - senior[mezz_rows]
+        mezz = size_mezz(ctx.cases.lender_pos[mcase], senior_service, table["mezz_coupon"][mezz_rows].astype(float),
+                         table["mezz_dscr"][mezz_rows].astype(float), n_m, table["mezz_amort"][mezz_rows],
+                         headroom, ppy, full=detail)
+        mezz_amount[mezz_rows] = mezz.amount
+        combined = senior_service + mezz.service
+        span = np.maximum(sen.test_periods[mcls], n_m)
+        served = (np.arange(1, n_periods + 1) <= span[:, None]) & (combined > 0)
+        inv = np.divide(1.0, combined, out=np.full(combined.shape, np.nan), where=served)  # NaN: not served
+        has_mezz = mezz.amount > 0
+        for i, s in enumerate(STRESS_NAMES):
+            lowest = np.fmin.reduce(ctx.cases.stress_cash[mcase, i] * inv, axis=1)  # fmin skips NaN
+            stress_total[s][mezz_rows] = np.where(has_mezz, lowest, np.nan)
+        min_principal_ratio[mezz_rows] = np.where(
+            has_mezz, np.minimum(min_principal_ratio[mezz_rows], mezz.min_principal_ratio),
+            min_principal_ratio[mezz_rows])
+
+    day_one = senior + mezz_amount + sidecar_net - dsra
+    equity = fn - day_one
+    mezz_coupon = np.where(mezz_on, table["mezz_coupon"].astype(float), np.nan)
+    wacd = safe_div(senior * rate + mezz_amount * np.where(mezz_on, mezz_coupon, 0.0), senior + mezz_amount)
+    min_notch = ladder_notch(rs, p_.country, min_dscr)
+    senior_rating = np.where(has_debt, np.where(wrap, 0.0, np.maximum(min_notch, cap_notch)), np.nan)
+
+    # equity flows, period-major (N x rows) for the IRR
+    flows = ctx.cases.equity_base.T[:, case]
+    flows -= sen.u.T[:, cls] * senior
+    if len(mezz_rows):
+        flows[:, mezz_rows] -= mezz.service.T  # type: ignore[union-attr]
+    last_test = sen.test_periods[cls]
+    flows[last_test - 1, np.arange(rows)] += dsra
+    flows[-1] += p_.residual_value_pct * d.market_value
+    x = periodic_irr_factor(flows, equity)
+    equity_irr = annualised_irr(x, ppy)
+
+    out: dict[str, np.ndarray] = {
+        "senior_amount": senior, "senior_rate": rate, "senior_rating": senior_rating,
+        "binding_constraint": binding.astype(np.int8), "mezz_amount": mezz_amount, "mezz_rate": mezz_coupon,
+        "sidecar_gross": sidecar_gross, "sidecar_net": sidecar_net, "dsra_amount": dsra, "day_one_value": day_one,
+        "equity_required": equity, "min_dscr": min_dscr, "avg_dscr": avg_dscr, "llcr": llcr, "wal_years": wal,
+        "ltv": senior / d.market_value, "advance_factor": senior / fn, "wacd": wacd,
+        "total_interest": total_interest, "equity_irr": equity_irr,
+        **{f"stress_{s}": stress[s] for s in STRESS_NAMES},
+        **{f"stress_total_{s}": stress_total[s] for s in STRESS_NAMES},
+        "min_principal_ratio": min_principal_ratio,
+        "wrap_underlying_notch": np.where(wrap, underlying, np.nan),
+        "_capacity_k": np.minimum(np.minimum(sen.dk, sen.iok), sen.tailk)[cls],
+        "_dsra_unit": sen.dsra[cls],
+    }
+    checks = check_table({**out, "senior_tenor": tenor, "io_months": table["io_months"], "wrap": wrap},
+                         ctx.gate_constants())
+    viable = ~checks.failed.any(axis=1)
+    is_near, which = near_miss(checks, g["near_miss_band"])
+    repo = repo_failures(rs, p_.country, d.dsra_months, senior_rating, min_dscr, out["ltv"], tenor, amort == BULLET)
+    repo_ok = ~repo.any(axis=1)
+    weights = np.left_shift(np.int64(1), np.arange(len(REPO_RULES), dtype=np.int64))
+    col = np.maximum(which, 0)
+    out.update(
+        fail_mask=checks.mask, viable=viable, tier=tiers(viable, senior_rating, repo_ok, is_near).astype(np.int8),
+        near_miss=is_near, near_miss_check=np.where(is_near, which, -1).astype(np.int8), repo_eligible=repo_ok,
+        repo_mask=(repo.astype(np.int64) * weights).sum(axis=1),
+        _failed_value=checks.value[np.arange(rows), col], _failed_threshold=checks.threshold[np.arange(rows), col],
+    )
+    out["hint_lever"], out["hint_value"] = _hints(ctx, table, out, underlying) if hints else (
+        np.zeros(rows, dtype=np.int8), np.full(rows, np.nan))
+    if detail:
+        return out, Detail(senior=sen, cls=cls, senior_amount=senior, mezz=mezz, mezz_rows=mezz_rows,
+                           equity_flows=flows, case=case)
+    return out
+
+
+def _hints(ctx: Context, table: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray], underlying: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Hint lever and value of every near-miss row (closed form where exact, ladder search otherwise)."""
+    rows = len(out["senior_amount"])
+    lever = np.zeros(rows, dtype=np.int8)
+    value = np.full(rows, np.nan)
+    near = np.flatnonzero(out["near_miss"])
+    if len(near) == 0:
+        return lever, value
+    sub_out = {name: col[near] for name, col in out.items()}
+    sub_table = take_rows(table, near)
+    consts = {**ctx.gate_constants(), "funding_need": ctx.derived.funding_need}
+    cap = notch(ctx.derived.rating_cap)
+
+    def rate_stable(rows_: np.ndarray, new_k: np.ndarray) -> np.ndarray:
+        wrapped = sub_table["wrap"][rows_]
+        new_notch = np.maximum(ladder_notch(ctx.ruleset, ctx.project.country, new_k), cap)
+        return ~wrapped | (new_notch == underlying[near][rows_])
+
+    lev, val, search = closed_form(sub_out, sub_table, consts, rate_stable)
+    todo = np.flatnonzero(search)
+    if len(todo):
+        val[todo] = ladder_search(lambda t: evaluate(ctx, t, hints=False), take_rows(sub_table, todo), lev[todo],
+                                  sub_out["near_miss_check"][todo], consts)  # type: ignore[arg-type]
+    lever[near], value[near] = lev, val
+    return lever, value
+
+
+def decode_enum(name: str, code: int) -> str | None:
+    """Readable value of an enum-coded output column."""
+    if code < 0:
+        return None
+    table = {"binding_constraint": LIMITS, "senior_rating": RATINGS, "check": CHECKS}.get(name)
+    return None if table is None else table[code]

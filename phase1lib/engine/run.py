@@ -1,0 +1,256 @@
+"""A run: grid -> chunked evaluation -> ranking -> Top-N with Monte Carlo -> RunResult (METHODOLOGY section 9).
+
+Memory is bounded by the chunk (a few (rows x periods) matrices), not by the grid: only per-permutation
+scalars are kept. Chunks may run on several threads (numpy releases the GIL); results are identical
+whatever the chunk size or worker count because every row is computed from its own inputs only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .. import ENGINE_VERSION
+from ..errors import Phase1Error
+from ..project import Project, default_closing_date
+from ..ranges import KEYS, Grid, check_guardrail, parse_ranges, permutation_ids, sample_indices
+from ..ruleset import RATINGS, Ruleset, load_ruleset
+from .cashflows import STRESS_NAMES
+from .evaluate import ENUMS, LIMITS, Context, context_for_grid, evaluate, table_from_codes
+from .gates import TIERS
+from .montecarlo import monte_carlo
+from .render import render_row
+
+DEFAULT_SEED = 424242
+DEFAULT_TOPN = 20
+CHUNK_ELEMENTS = 1_600_000  # rows x periods per chunk: about 13 MB per float matrix
+Progress = Callable[[int, int], None]
+
+
+class RunCancelled(Phase1Error):
+    """The run was cancelled by its caller."""
+
+    status = 499
+    kind = "cancelled"
+
+
+@dataclass
+class RunResult:
+    """A finished run: metadata, every evaluated permutation (polars) and the rendered Top-N."""
+
+    run_id: str
+    meta: dict[str, Any]
+    frame: pl.DataFrame
+    top: list[dict[str, Any]]
+    grid: Grid | None = field(default=None, repr=False)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.meta["counts"]
+
+    def summary(self) -> dict[str, Any]:
+        """The CLI / API answer of ``phase1 run``."""
+        m = self.meta
+        return {"run_id": self.run_id, "seed": m["seed"], "cardinality": m["cardinality"],
+                "evaluated": m["evaluated"], "counts": m["counts"], "top": self.top,
+                "elapsed_s": m["timings"]["engine_s"], "ruleset": m["ruleset"]["version"],
+                "created_at": m["created_at"], "closing_date": m["closing_date"]}
+
+    def top_row(self, rank: int) -> dict[str, Any]:
+        """The Top-N entry of ``rank`` (1-based)."""
+        from ..errors import NotFoundError
+
+        if not 1 <= rank <= len(self.top):
+            raise NotFoundError(f"rank {rank} is outside the Top-{len(self.top)} of run {self.run_id}"
+                                if self.top else f"run {self.run_id} has no viable structure to rank")
+        return self.top[rank - 1]
+
+
+def canonical_project(project: Project) -> dict[str, Any]:
+    """The project as hashed into the run_id: every field, without a defaulted closing date."""
+    data = project.to_dict()
+    if data.get("closing_date") is None:
+        data.pop("closing_date", None)
+    return data
+
+
+def run_key(project: Project, grid: Grid, seed: int, topn: int, sample: int | None, gates: bool) -> dict[str, Any]:
+    """Everything a run's results depend on, except the ruleset and the engine version."""
+    return {"project": canonical_project(project), "ranges": grid.to_dict(), "seed": seed, "topn": topn,
+            "sample": sample, "gates": gates}
+
+
+def make_run_id(key: Mapping[str, Any], ruleset: Ruleset) -> str:
+    """run_id: sha256 of the canonical (project, ranges, seed, options, ruleset, engine version), 16 hex."""
+    payload = dict(key, ruleset={"version": ruleset.version, "sha256": ruleset.sha256}, engine=ENGINE_VERSION)
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cohort_key(key: Mapping[str, Any]) -> str:
+    """Stable key that decides a run's canary cohort (independent of the ruleset it will use)."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def chunk_rows(n_periods: int, chunk_size: int | None) -> int:
+    return max(1, chunk_size or max(1024, CHUNK_ELEMENTS // max(n_periods, 1)))
+
+
+def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: int, *, chunk_size: int | None,
+                  workers: int = 1, progress: Progress | None = None,
+                  cancel: threading.Event | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Evaluate ``count`` grid points (``indices`` or 0..count-1) chunk by chunk; (structure, kpi) columns."""
+    size = chunk_rows(ctx.n_periods, chunk_size)
+    bounds = [(a, min(a + size, count)) for a in range(0, count, size)] or [(0, 0)]
+
+    def work(bound: tuple[int, int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        if cancel is not None and cancel.is_set():
+            raise RunCancelled("run cancelled")
+        a, b = bound
+        idx = indices[a:b] if indices is not None else np.arange(a, b, dtype=np.int64)
+        codes = grid.decode(idx)
+        table = table_from_codes(grid, codes)
+        out = evaluate(ctx, table)
+        assert isinstance(out, dict)
+        structure = {"permutation_index": idx, **table, **{f"_code_{k}": codes[k] for k in KEYS}}
+        return structure, {k: v for k, v in out.items() if not k.startswith("_")}
+
+    results: list[Any] = [None] * len(bounds)
+    done = 0
+    if workers <= 1 or len(bounds) == 1:
+        for i, bound in enumerate(bounds):
+            results[i] = work(bound)
+            done += bound[1] - bound[0]
+            if progress:
+                progress(done, count)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phase1-chunk") as pool:
+            futures = [pool.submit(work, bound) for bound in bounds]
+            for i, (future, bound) in enumerate(zip(futures, bounds, strict=True)):
+                results[i] = future.result()
+                done += bound[1] - bound[0]
+                if progress:
+                    progress(done, count)
+    structure = {k: np.concatenate([r[0][k] for r in results]) for k in results[0][0]}
+    kpis = {k: np.concatenate([r[1][k] for r in results]) for k in results[0][1]}
+    return structure, kpis
+
+
+def rank_rows(kpis: Mapping[str, np.ndarray], index: np.ndarray, topn: int, gates: bool = True) -> np.ndarray:
+    """Row positions of the Top-N: viable rows (every row with senior debt when gates are off) by
+    day_one_value (0.01) desc, wacd (1e-10) asc, min_dscr (1e-9) desc, permutation_index asc."""
+    eligible = kpis["viable"] if gates else kpis["senior_amount"] > 0
+    rows = np.flatnonzero(eligible)
+    dov = np.round(kpis["day_one_value"][rows], 2)
+    wacd = np.nan_to_num(np.round(kpis["wacd"][rows], 10), nan=np.inf)
+    dscr = np.nan_to_num(np.round(kpis["min_dscr"][rows], 9), nan=-np.inf)
+    order = np.lexsort((index[rows], -dscr, wacd, -dov))
+    return rows[order[:topn]]
+
+
+def grid_ids(structure: Mapping[str, np.ndarray], grid: Grid) -> list[str]:
+    """permutation_id of every row of a grid evaluation."""
+    return permutation_ids(grid, {k: structure[f"_code_{k}"] for k in KEYS})
+
+
+def make_frame(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray], ids: list[str]) -> pl.DataFrame:
+    """Evaluated structures as a polars frame: readable structure and KPI columns, nulls for NaN."""
+    cols: dict[str, pl.Series] = {
+        "permutation_index": pl.Series(structure["permutation_index"], dtype=pl.Int64),
+        "permutation_id": pl.Series(ids, dtype=pl.String),
+    }
+    for key in KEYS:
+        values = structure[key]
+        if key in ENUMS:
+            cats = list(ENUMS[key])
+            series = pl.Series(values).replace_strict(list(range(len(cats))), cats, default=None,
+                                                      return_dtype=pl.Enum(cats))
+        else:
+            series = pl.Series(values)
+        if key.startswith("mezz_") and key != "mezz_on":
+            series = pl.select(pl.when(pl.Series(structure["mezz_on"])).then(series).otherwise(None)).to_series()
+        cols[key] = series.alias(key)
+    enum_kpis = {"senior_rating": list(RATINGS), "binding_constraint": list(LIMITS), "tier": list(TIERS),
+                 "wrap_underlying_notch": list(RATINGS)}
+    for name, values in kpis.items():
+        if name.startswith("_"):
+            continue
+        if name in enum_kpis:
+            cats = enum_kpis[name]
+            codes_ = np.where(np.isfinite(values), values, -1).astype(np.int64) if values.dtype.kind == "f" \
+                else values.astype(np.int64)
+            label = "wrap_underlying" if name == "wrap_underlying_notch" else name
+            cols[label] = pl.Series(codes_).replace_strict(list(range(len(cats))), cats, default=None,
+                                                           return_dtype=pl.Enum(cats)).alias(label)
+        elif values.dtype.kind == "f":
+            cols[name] = pl.Series(name, values).fill_nan(None)
+        else:
+            cols[name] = pl.Series(name, values)
+    return pl.DataFrame(cols)
+
+
+def run(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED, topn: int = DEFAULT_TOPN,
+        sample: int | None = None, workers: int = 1, chunk_size: int | None = None, ruleset: Ruleset | None = None,
+        gates: bool = True, chunked: bool = True, progress: Progress | None = None,
+        cancel: threading.Event | None = None, today: dt.date | None = None) -> RunResult:
+    """Run the engine over a range request and rank the Top-N (see module docstring)."""
+    started = time.perf_counter()
+    rs = ruleset or load_ruleset()
+    if isinstance(topn, bool) or not isinstance(topn, int) or not 1 <= topn <= 1000:
+        from ..errors import FieldError, InputError
+
+        raise InputError([FieldError("topn", f"must be an integer 1..1000 (got {topn!r})")], "request")
+    grid = parse_ranges(ranges, project)
+    cardinality = grid.cardinality
+    check_guardrail(cardinality, sample)
+    indices = sample_indices(cardinality, sample, seed) if sample else None
+    count = sample or cardinality
+    ctx = context_for_grid(project, rs, grid)
+    size = chunk_size if chunked else max(count, 1)
+    structure, kpis = evaluate_grid(ctx, grid, indices, count, chunk_size=size, workers=workers,
+                                    progress=progress, cancel=cancel)
+    index = structure["permutation_index"]
+    top_rows = rank_rows(kpis, index, topn, gates)
+    mc = monte_carlo(ctx, {k: v[top_rows] for k, v in structure.items() if not k.startswith("_")}, seed)
+    top_structure = {k: v[top_rows] for k, v in structure.items()}
+    top_frame = make_frame(top_structure, {k: v[top_rows] for k, v in kpis.items()}, grid_ids(top_structure, grid))
+    top = [_top_entry(render_row(ctx, row), i + 1, mc[0][i], mc[1][i])
+           for i, row in enumerate(top_frame.iter_rows(named=True))]
+    engine_s = time.perf_counter() - started
+
+    frame = make_frame(structure, kpis, grid_ids(structure, grid))
+    key = run_key(project, grid, seed, topn, sample, gates)
+    run_id = make_run_id(key, rs)
+    today = today or dt.date.today()
+    counts = {tier: int(n) for tier, n in zip(TIERS, np.bincount(kpis["tier"], minlength=len(TIERS)), strict=True)}
+    meta = {
+        "run_id": run_id, "seed": seed, "topn": topn, "sample": sample, "gates": gates,
+        "project": project.to_dict(), "ranges": dict(ranges), "grid": grid.to_dict(),
+        "ruleset": {"version": rs.version, "sha256": rs.sha256}, "engine_version": ENGINE_VERSION,
+        "cardinality": cardinality, "evaluated": count, "counts": counts,
+        "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "closing_date": project.closing_date or default_closing_date(today).isoformat(),
+        "timings": {"engine_s": round(engine_s, 6), "total_s": round(time.perf_counter() - started, 6)},
+        "stress_names": list(STRESS_NAMES), "cohort_key": cohort_key(key),
+    }
+    return RunResult(run_id=run_id, meta=meta, frame=frame, top=top, grid=grid)
+
+
+def _top_entry(rendered: Mapping[str, Any], rank: int, breach: float, p5: float) -> dict[str, Any]:
+    kpis = dict(rendered["kpis"], mc_breach_probability=_finite(breach), mc_p5_min_dscr=_finite(p5))
+    return {"rank": rank, "permutation_index": rendered["permutation_index"],
+            "permutation_id": rendered["permutation_id"], "structure": rendered["structure"], "kpis": kpis}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
