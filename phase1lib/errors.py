@@ -78,3 +78,57 @@ class DisabledError(Phase1Error):
 
     status = 503
     kind = "disabled"
+
+
+class AuthError(Phase1Error):
+    """Missing, wrong or expired credentials (HTTP 401); the message never says which part was wrong."""
+
+    status = 401
+    kind = "unauthorized"
+
+
+class ForbiddenError(Phase1Error):
+    """Authenticated but not allowed, e.g. a pending session before its MFA step (HTTP 403)."""
+
+    status = 403
+    kind = "forbidden"
+
+
+class ConflictError(Phase1Error):
+    """A stale version or a state that forbids the change (HTTP 409); ``details`` say what is current."""
+
+    status = 409
+    kind = "conflict"
+
+    def __init__(self, message: str, **details: Any):
+        self.details = details
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.update(self.details)
+        return out
+
+
+class LockedError(Phase1Error):
+    """Too many failed attempts: locked until ``retry_after_s`` seconds from now (HTTP 429)."""
+
+    status = 429
+    kind = "locked"
+
+    def __init__(self, retry_after_s: float):
+        self.retry_after_s = max(1, int(retry_after_s + 0.999))
+        minutes = max(1, round(self.retry_after_s / 60))
+        super().__init__(f"too many failed attempts; try again in about {minutes} minute(s)")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["retry_after_s"] = self.retry_after_s
+        return out
+
+
+class ConfigError(Phase1Error):
+    """The process configuration (environment) is unusable, e.g. prod without an ops token (HTTP 500)."""
+
+    status = 500
+    kind = "config"

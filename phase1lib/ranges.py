@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from .errors import FieldError, GuardrailError, InputError
 from .project import MEZZ_AMORTS, Project, coerce_integer, coerce_number
@@ -119,10 +120,9 @@ def _domain_error(spec: KeySpec, value: Any, project: Project | None) -> str | N
         if project and value % (12 // project.periods_per_year):
             return (f"must be a multiple of {12 // project.periods_per_year} months "
                     f"(12 / periods_per_year {project.periods_per_year}) (got {value})")
-    if name == "mezz_tenor":
-        if value < 1 or (project and value > project.lease_years):
-            top = f" and <= lease_years {project.lease_years}" if project else ""
-            return f"must be an integer >= 1{top} (got {value})"
+    if name == "mezz_tenor" and (value < 1 or (project and value > project.lease_years)):
+        top = f" and <= lease_years {project.lease_years}" if project else ""
+        return f"must be an integer >= 1{top} (got {value})"
     return None
 
 
@@ -271,23 +271,30 @@ def permutation_id(point: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def _fragments(key: str, values: Sequence[Any]) -> np.ndarray:
-    """'"key":value' JSON fragments per value, plus "" at index -1 for an omitted key."""
-    return np.array([f'"{key}":{json.dumps(v)}' for v in values] + [""], dtype=object)
+def _fragment_column(key: str, values: Sequence[Any], codes: np.ndarray) -> pl.Series:
+    """'"key":value' JSON fragments of each row's value; null where the key is omitted (code -1)."""
+    frags = [f'"{key}":{json.dumps(v)}' for v in values]
+    return pl.Series(codes, dtype=pl.Int64).replace_strict(list(range(len(frags))), frags, default=None,
+                                                           return_dtype=pl.String)
 
 
 def permutation_ids(grid: Grid, codes: Mapping[str, np.ndarray]) -> list[str]:
-    """permutation_id of many decoded points; each key's values are rendered to JSON once."""
-    joined: np.ndarray | None = None
+    """permutation_id of many decoded points: JSON assembled column-wise (polars), then sha256 per row."""
+    columns = []
     for key in sorted(KEYS):
-        col = _fragments(key, grid.values[key])[codes[key]]
+        col = _fragment_column(key, grid.values[key], codes[key])
         if key == "mezz_tenor" and None in grid.values[key]:
-            as_senior = _fragments(key, grid.values["senior_tenor"])[codes["senior_tenor"]]
+            as_senior = _fragment_column(key, grid.values["senior_tenor"], codes["senior_tenor"])
             is_none = np.array([v is None for v in grid.values[key]] + [False])[codes[key]]
-            col = np.where(is_none, as_senior, col)
-        joined = col if joined is None else joined + np.where(col == "", "", "," + col)
+            col = pl.select(pl.when(pl.Series(is_none)).then(as_senior).otherwise(col)).to_series()
+        columns.append(col.alias(key))
+    if not columns or len(columns[0]) == 0:
+        return []
+    text = pl.DataFrame(columns).select(
+        pl.concat_str([pl.lit("{"), pl.concat_str(pl.all(), separator=",", ignore_nulls=True), pl.lit("}")])
+    ).to_series()
     sha = hashlib.sha256
-    return [sha(("{" + s + "}").encode()).hexdigest()[:12] for s in (joined if joined is not None else [])]
+    return [sha(t).hexdigest()[:12] for t in text.cast(pl.Binary).to_list()]
 
 
 def parse_ranges(request: Any, project: Project | None = None) -> Grid:

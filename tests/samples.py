@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from phase1lib.project import Project, load_project
@@ -10,6 +10,6 @@ from phase1lib.project import Project, load_project
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@lru_cache(maxsize=None)
+@cache
 def sample(name: str = "london_dc_alpha") -> Project:
     return load_project(EXAMPLES / f"{name}.json")

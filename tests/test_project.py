@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ from phase1lib.project import (
     validate_project,
 )
 
-LONDON = json.loads(open("examples/london_dc_alpha.json").read())
+LONDON = json.loads((Path(__file__).resolve().parent.parent / "examples" / "london_dc_alpha.json").read_text())
 
 
 def errors_of(data):

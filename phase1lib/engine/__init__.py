@@ -4,7 +4,7 @@ Public entry points: :func:`run` (a grid to a ranked :class:`RunResult`), :func:
 and :func:`evaluate_points` (single structures, with the schedule), :func:`parse_structure`.
 """
 
-from .run import DEFAULT_SEED, DEFAULT_TOPN, RunCancelled, RunResult, run
+from .runner import DEFAULT_SEED, DEFAULT_TOPN, RunCancelled, RunResult, run
 from .structure import evaluate_points, evaluate_structure, parse_structure, schedule
 
 __all__ = ["DEFAULT_SEED", "DEFAULT_TOPN", "RunCancelled", "RunResult", "evaluate_points", "evaluate_structure",

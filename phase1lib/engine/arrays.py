@@ -40,7 +40,7 @@ def masked_max(values: np.ndarray, mask: np.ndarray, axis: int = -1) -> np.ndarr
 def powers(base: np.ndarray, n: int) -> np.ndarray:
     """base^p for p = 1..n along a new last axis, by sequential products (no pow)."""
     b = np.asarray(base, dtype=float)
-    return np.cumprod(np.broadcast_to(b[..., None], b.shape + (n,)), axis=-1)
+    return np.cumprod(np.broadcast_to(b[..., None], (*b.shape, n)), axis=-1)
 
 
 def int_power(base: np.ndarray, k: int) -> np.ndarray:

@@ -30,7 +30,7 @@ def year_of_period(project: Project) -> np.ndarray:
 
 def index_from_growth(growth: np.ndarray) -> np.ndarray:
     """Index per lease year from growth at anniversaries 1..Y-1 (last axis): I_1 = 1, I_(y+1) = I_y (1 + g_y)."""
-    ones = np.ones(growth.shape[:-1] + (1,))
+    ones = np.ones((*growth.shape[:-1], 1))
     return np.cumprod(np.concatenate([ones, 1.0 + growth], axis=-1), axis=-1)
 
 

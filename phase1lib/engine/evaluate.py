@@ -21,7 +21,8 @@ from .arrays import safe_div, seqsum
 from .cashflows import STRESS_NAMES, CaseFlows, case_flows
 from .gates import CHECKS, REPO_RULES, check_table, near_miss, repo_failures, tiers
 from .hints import closed_form, ladder_search
-from .irr import annualised_irr, periodic_irr_factor
+from .irr import annualised_irr, irr_factor_periods, irr_factor_yearly
+from .mezz import LEVEL as MEZZ_LEVEL
 from .mezz import MEZZ_AMORTS, MezzResult, size_mezz
 from .senior import BULLET, CaseTable, SeniorClasses, size_classes
 
@@ -269,27 +270,22 @@ def evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool = False
     stress_total = {s: np.full(rows, np.nan) for s in STRESS_NAMES}
     mezz_rows = np.flatnonzero(mezz_on)
     mezz: MezzResult | None = None
-    senior_service = None
+    mezz_service: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, service rows x width) per span group
     if len(mezz_rows):
-        mcls, mcase = cls[mezz_rows], case[mezz_rows]
-        senior_service = senior[mezz_rows, None] * sen.u[mcls]
         n_m = np.minimum(table["mezz_tenor"][mezz_rows], p_.lease_years) * ppy
-        headroom = (d.af_max + g["mezz_af_headroom"]) * fn - senior[mezz_rows]
-        mezz = size_mezz(ctx.cases.lender_pos[mcase], senior_service, table["mezz_coupon"][mezz_rows].astype(float),
-                         table["mezz_dscr"][mezz_rows].astype(float), n_m, table["mezz_amort"][mezz_rows],
-                         headroom, ppy, full=detail)
-        mezz_amount[mezz_rows] = mezz.amount
-        combined = senior_service + mezz.service
-        span = np.maximum(sen.test_periods[mcls], n_m)
-        served = (np.arange(1, n_periods + 1) <= span[:, None]) & (combined > 0)
-        inv = np.divide(1.0, combined, out=np.full(combined.shape, np.nan), where=served)  # NaN: not served
-        has_mezz = mezz.amount > 0
-        for i, s in enumerate(STRESS_NAMES):
-            lowest = np.fmin.reduce(ctx.cases.stress_cash[mcase, i] * inv, axis=1)  # fmin skips NaN
-            stress_total[s][mezz_rows] = np.where(has_mezz, lowest, np.nan)
-        min_principal_ratio[mezz_rows] = np.where(
-            has_mezz, np.minimum(min_principal_ratio[mezz_rows], mezz.min_principal_ratio),
-            min_principal_ratio[mezz_rows])
+        span = np.maximum(sen.test_periods[cls[mezz_rows]], n_m)
+        spans = [n_periods] if detail else np.unique(span)
+        for width in spans:  # rows sharing a span share a matrix width: no work past the last service
+            group = mezz_rows if detail else mezz_rows[span == width]
+            result, totals = _mezz_group(ctx, table, group, senior, sen, cls, case, int(width), detail)
+            mezz_amount[group] = result.amount
+            for s_name in STRESS_NAMES:
+                stress_total[s_name][group] = totals[s_name]
+            min_principal_ratio[group] = np.where(result.amount > 0,
+                                                  np.minimum(min_principal_ratio[group], result.min_principal_ratio),
+                                                  min_principal_ratio[group])
+            mezz_service.append((group, result.service))
+            mezz = result
 
     day_one = senior + mezz_amount + sidecar_net - dsra
     equity = fn - day_one
@@ -298,15 +294,27 @@ def evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool = False
     min_notch = ladder_notch(rs, p_.country, min_dscr)
     senior_rating = np.where(has_debt, np.where(wrap, 0.0, np.maximum(min_notch, cap_notch)), np.nan)
 
-    # equity flows, period-major (N x rows) for the IRR
-    flows = ctx.cases.equity_base.T[:, case]
-    flows -= sen.u.T[:, cls] * senior
-    if len(mezz_rows):
-        flows[:, mezz_rows] -= mezz.service.T  # type: ignore[union-attr]
+    # equity IRR: flows equal within each lease year take the yearly path; the DSRA release and the
+    # residual value are point terms at year ends
     last_test = sen.test_periods[cls]
-    flows[last_test - 1, np.arange(rows)] += dsra
-    flows[-1] += p_.residual_value_pct * d.market_value
-    x = periodic_irr_factor(flows, equity)
+    residual = p_.residual_value_pct * d.market_value
+    yearly_ok = sen.year_constant[cls] & (ppy > 1)
+    if len(mezz_rows):
+        yearly_ok[mezz_rows] &= table["mezz_amort"][mezz_rows] != MEZZ_LEVEL
+    x = np.full(rows, np.nan)
+    fast, slow = np.flatnonzero(yearly_ok), np.flatnonzero(~yearly_ok)
+    if len(fast):
+        yearly = ctx.cases.equity_base[:, ::ppy].T[:, case[fast]]
+        yearly -= sen.u[:, ::ppy].T[:, cls[fast]] * senior[fast]
+        _subtract_mezz(yearly, fast, rows, mezz_service, ppy)
+        x[fast] = irr_factor_yearly(yearly, dsra[fast], last_test[fast] // ppy, residual, equity[fast], ppy)
+    if len(slow) or detail:
+        slow = np.arange(rows) if detail else slow
+        flows = _period_flows(ctx, case[slow], cls[slow], sen, senior[slow], dsra[slow], last_test[slow], residual)
+        _subtract_mezz(flows, slow, rows, mezz_service, 1)
+        x_slow = irr_factor_periods(flows, equity[slow])
+        if not detail:
+            x[slow] = x_slow
     equity_irr = annualised_irr(x, ppy)
 
     out: dict[str, np.ndarray] = {
@@ -337,26 +345,73 @@ def evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool = False
         repo_mask=(repo.astype(np.int64) * weights).sum(axis=1),
         _failed_value=checks.value[np.arange(rows), col], _failed_threshold=checks.threshold[np.arange(rows), col],
     )
-    out["hint_lever"], out["hint_value"] = _hints(ctx, table, out, underlying) if hints else (
-        np.zeros(rows, dtype=np.int8), np.full(rows, np.nan))
+    out["hint_lever"], out["hint_value"], out["_hint_search"] = _hints(ctx, table, out, underlying) if hints else (
+        np.zeros(rows, dtype=np.int8), np.full(rows, np.nan), np.zeros(rows, dtype=bool))
     if detail:
         return out, Detail(senior=sen, cls=cls, senior_amount=senior, mezz=mezz, mezz_rows=mezz_rows,
                            equity_flows=flows, case=case)
     return out
 
 
+def _period_flows(ctx: Context, case: np.ndarray, cls: np.ndarray, sen: SeniorClasses, senior: np.ndarray,
+                  dsra: np.ndarray, last_test: np.ndarray, residual: float) -> np.ndarray:
+    """Equity flows per period (N x rows) before mezzanine: base CFADS - sidecar - senior service + points."""
+    flows = ctx.cases.equity_base.T[:, case]
+    flows -= sen.u.T[:, cls] * senior
+    flows[last_test - 1, np.arange(len(case))] += dsra
+    flows[-1] += residual
+    return flows
+
+
+def _subtract_mezz(flows: np.ndarray, rows: np.ndarray, n_rows: int, mezz_service: list[tuple[np.ndarray, np.ndarray]],
+                   step: int) -> None:
+    """Subtract mezz service from the columns of ``flows`` that hold ``rows`` (every ``step``-th period)."""
+    if not mezz_service:
+        return
+    position = np.full(n_rows, -1)
+    position[rows] = np.arange(len(rows))
+    for group, service in mezz_service:
+        here = position[group] >= 0
+        if here.any():
+            part = service[here, ::step]
+            flows[: part.shape[1], position[group][here]] -= part.T
+
+
+def _mezz_group(ctx: Context, table: Mapping[str, np.ndarray], rows: np.ndarray, senior: np.ndarray,
+                sen: SeniorClasses, cls: np.ndarray, case: np.ndarray, width: int, full: bool
+                ) -> tuple[MezzResult, dict[str, np.ndarray]]:
+    """Mezzanine and combined stresses of mezz rows whose service ends by period ``width``."""
+    d, ppy = ctx.derived, ctx.ppy
+    mcls, mcase = cls[rows], case[rows]
+    n_m = np.minimum(table["mezz_tenor"][rows], ctx.project.lease_years) * ppy
+    span = np.maximum(sen.test_periods[mcls], n_m)
+    senior_service = senior[rows, None] * sen.u[mcls, :width]
+    headroom = (d.af_max + ctx.ruleset.gates["mezz_af_headroom"]) * d.funding_need - senior[rows]
+    mezz = size_mezz(ctx.cases.lender_pos[mcase, :width], senior_service, table["mezz_coupon"][rows].astype(float),
+                     table["mezz_dscr"][rows].astype(float), n_m, table["mezz_amort"][rows], headroom, ppy, full=full)
+    combined = senior_service + mezz.service
+    served = (np.arange(1, width + 1) <= span[:, None]) & (combined > 0)
+    inv = np.divide(1.0, combined, out=np.full(combined.shape, np.nan), where=served)  # NaN: not served
+    has_mezz = mezz.amount > 0
+    totals = {}
+    for i, s in enumerate(STRESS_NAMES):
+        lowest = np.fmin.reduce(ctx.cases.stress_cash[mcase, i, :width] * inv, axis=1)  # fmin skips NaN
+        totals[s] = np.where(has_mezz, lowest, np.nan)
+    return mezz, totals
+
+
 def _hints(ctx: Context, table: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray], underlying: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Hint lever and value of every near-miss row (closed form where exact, ladder search otherwise)."""
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hint lever and value of every near-miss row in closed form, and which rows need a ladder search."""
     rows = len(out["senior_amount"])
     lever = np.zeros(rows, dtype=np.int8)
     value = np.full(rows, np.nan)
+    search = np.zeros(rows, dtype=bool)
     near = np.flatnonzero(out["near_miss"])
     if len(near) == 0:
-        return lever, value
+        return lever, value, search
     sub_out = {name: col[near] for name, col in out.items()}
     sub_table = take_rows(table, near)
-    consts = {**ctx.gate_constants(), "funding_need": ctx.derived.funding_need}
     cap = notch(ctx.derived.rating_cap)
 
     def rate_stable(rows_: np.ndarray, new_k: np.ndarray) -> np.ndarray:
@@ -364,13 +419,25 @@ def _hints(ctx: Context, table: Mapping[str, np.ndarray], out: Mapping[str, np.n
         new_notch = np.maximum(ladder_notch(ctx.ruleset, ctx.project.country, new_k), cap)
         return ~wrapped | (new_notch == underlying[near][rows_])
 
-    lev, val, search = closed_form(sub_out, sub_table, consts, rate_stable)
-    todo = np.flatnonzero(search)
+    lever[near], value[near], search[near] = closed_form(sub_out, sub_table, hint_constants(ctx), rate_stable)
+    return lever, value, search
+
+
+def hint_constants(ctx: Context) -> dict[str, Any]:
+    return {**ctx.gate_constants(), "funding_need": ctx.derived.funding_need}
+
+
+def search_hints(ctx: Context, table: Mapping[str, np.ndarray], out: dict[str, np.ndarray]) -> None:
+    """Fill the hint values that need a ladder search (rows flagged ``_hint_search``), in place.
+
+    Done once per run for all rows rather than per chunk: each row's search is independent.
+    """
+    todo = np.flatnonzero(out["_hint_search"])
     if len(todo):
-        val[todo] = ladder_search(lambda t: evaluate(ctx, t, hints=False), take_rows(sub_table, todo), lev[todo],
-                                  sub_out["near_miss_check"][todo], consts)  # type: ignore[arg-type]
-    lever[near], value[near] = lev, val
-    return lever, value
+        out["hint_value"][todo] = ladder_search(
+            lambda t: evaluate(ctx, t, hints=False), take_rows(table, todo), out["hint_lever"][todo],  # type: ignore
+            out["near_miss_check"][todo], hint_constants(ctx))
+        out["_hint_search"][todo] = False
 
 
 def decode_enum(name: str, code: int) -> str | None:

@@ -1,11 +1,16 @@
 """Equity IRR for many flow vectors at once (METHODOLOGY section 7).
 
-With equity_required > 0 and every later flow >= 0 (not all zero), NPV(x) = -E + sum_p f_p x^p in the
-discount factor x = 1 / (1 + i) is increasing and convex on x > 0, so Newton's method converges to
-the unique root without bracketing: from the right monotonically, from the left after one step. Each
-row iterates from x = 1 until its own step is below 1e-9 x (quadratic convergence leaves an error far
-below 1e-15 after such a step); finished rows drop out, so a row's result never depends on which
-other rows share its chunk.
+With equity_required > 0 and no later flow below zero (beyond rounding), NPV(x) = -E + sum_p f_p x^p
+in the discount factor x = 1 / (1 + i) is increasing and convex on x > 0, so Newton's method from
+x = 1 converges to the unique root without bracketing (monotonically from the right, from the left
+after one step). Each row stops once its own step is below 1e-9 x: quadratic convergence leaves an
+error far below 1e-15 then. Finished rows drop out, so a row's result never depends on its chunk.
+
+Most structures pay the same flow in every period of a lease year (cash flows are annual; sculpted,
+annuity and bullet service follow them). For those rows NPV = G(x) Q(x^ppy) + point terms, with Q the
+polynomial of yearly amounts and G(x) = x + ... + x^ppy, which is ppy times cheaper to evaluate. The
+DSRA release and the residual value are point terms at year ends. Other rows (level amortisation, IO
+ending mid-year) use the period polynomial.
 """
 
 from __future__ import annotations
@@ -16,53 +21,133 @@ from .arrays import int_power
 
 MAX_ITER = 100
 STEP_TOL = 1e-9
+NOISE = 1e-9  # a flow above -NOISE x equity is rounding of zero (note D25)
 X_MIN, X_MAX = 1.0 / 11.0, 100.0  # i in [-0.99, 10]
 
 
-def _npv_and_slope(flows_t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """sum_p f_p x^p and its derivative by Horner's rule; flows_t is N x rows (period-major)."""
+def _horner(coef: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """q(x) = sum_j coef[j] x^j and q'(x), coef is (terms x rows)."""
     value = np.zeros_like(x)
     slope = np.zeros_like(x)
-    for row in flows_t[::-1]:
+    for row in coef[::-1]:
         np.multiply(slope, x, out=slope)
         slope += value
         np.multiply(value, x, out=value)
         value += row
-    # the loop evaluated q(x) = sum_p f_p x^(p-1): NPV part x q(x), slope q(x) + x q'(x)
-    np.multiply(slope, x, out=slope)
-    slope += value
-    value *= x
     return value, slope
 
 
-def irr_defined(flows_t: np.ndarray, equity: np.ndarray) -> np.ndarray:
-    """Rows with a unique IRR: equity > 0, no later flow below -1e-9 x equity (rounding), some flow > 0."""
-    return (equity > 0) & (flows_t.min(axis=0) >= -1e-9 * equity) & (flows_t.max(axis=0) > 0)
+def _power(base: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """base^exponent for small non-negative integer exponents per row (binary exponentiation)."""
+    result = np.ones_like(base)
+    b = base.copy()
+    e = exponent.copy()
+    while np.any(e > 0):
+        result = np.where(e & 1, result * b, result)
+        b = b * b
+        e >>= 1
+    return result
 
 
-def periodic_irr_factor(flows_t: np.ndarray, equity: np.ndarray) -> np.ndarray:
-    """Root x of -equity + sum_p f_p x^p per column of ``flows_t`` (N x rows); NaN where undefined."""
-    x = np.full(flows_t.shape[1], np.nan)
-    active = np.flatnonzero(irr_defined(flows_t, equity))
-    flows = flows_t if len(active) == flows_t.shape[1] else flows_t[:, active]
-    cols = np.arange(len(active))  # columns of `flows` still iterating
-    guess = np.ones(len(active))
-    eq = equity[active]
+class _PeriodNPV:
+    """NPV and slope from the per-period polynomial (flows include point terms)."""
+
+    def __init__(self, flows_t: np.ndarray):
+        self.flows = flows_t
+
+    def take(self, keep: np.ndarray) -> None:
+        self.flows = self.flows[:, keep]
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q, dq = _horner(self.flows, x)  # sum_p f_p x^(p-1)
+        return q * x, q + dq * x
+
+
+class _YearNPV:
+    """NPV and slope as G(x) Q(z) + a z^k + b z^Y with z = x^ppy (yearly-constant flows)."""
+
+    def __init__(self, yearly: np.ndarray, ppy: int, point: np.ndarray, point_year: np.ndarray,
+                 residual: float):
+        self.yearly, self.ppy, self.point, self.point_year = yearly, ppy, point, point_year
+        self.years = yearly.shape[0]
+        self.residual = residual
+
+    def take(self, keep: np.ndarray) -> None:
+        self.yearly, self.point, self.point_year = self.yearly[:, keep], self.point[keep], self.point_year[keep]
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ppy = self.ppy
+        z = int_power(x, ppy)
+        q, dq = _horner(self.yearly, z)
+        g, dg = _horner(np.ones((ppy, *x.shape)), x)  # sum_{j<ppy} x^j and its slope
+        g, dg = g * x, g + dg * x  # G(x) = x + ... + x^ppy
+        dz = ppy * z / x
+        value = g * q
+        slope = dg * q + g * dq * dz
+        zk = _power(z, self.point_year)
+        value += self.point * zk
+        slope += self.point * self.point_year * zk * (ppy / x)
+        if self.residual:
+            zy = int_power(z, self.years)
+            value += self.residual * zy
+            slope += self.residual * self.years * zy * (ppy / x)
+        return value, slope
+
+
+def _newton(npv, equity: np.ndarray) -> np.ndarray:
+    """Roots x of npv(x) = equity by per-row Newton from x = 1; NaN where not converged."""
+    rows = len(equity)
+    x = np.full(rows, np.nan)
+    active = np.arange(rows)
+    guess = np.ones(rows)
+    eq = equity.copy()
     for _ in range(MAX_ITER):
-        if len(cols) == 0:
+        if len(active) == 0:
             break
-        if len(cols) < flows.shape[1] // 2:  # compact: keep only the columns still iterating
-            flows, active, cols = flows[:, cols], active[cols], np.arange(len(cols))
-        sub = flows if len(cols) == flows.shape[1] else flows[:, cols]
-        value, slope = _npv_and_slope(sub, guess)
+        value, slope = npv(guess)
         new = guess - (value - eq) / slope
         bad = ~np.isfinite(new) | (new <= 0)
         new = np.where(bad, guess * 0.5, new)  # guard: stay at x > 0
         done = (np.abs(new - guess) <= STEP_TOL * np.abs(new)) & ~bad
-        x[active[cols[done]]] = new[done]
+        x[active[done]] = new[done]
         keep = ~done
-        cols, guess, eq = cols[keep], new[keep], eq[keep]
-    x[active[cols]] = np.nan  # not converged: no reliable root
+        if not keep.all():
+            npv.take(keep)
+            active, guess, eq = active[keep], new[keep], eq[keep]
+        else:
+            guess = new
+    return x
+
+
+def _valid(lowest: np.ndarray, highest: np.ndarray, point: np.ndarray, residual: float,
+           equity: np.ndarray) -> np.ndarray:
+    """Rows with a unique IRR: equity > 0, no flow below -1e-9 x equity (rounding), some flow > 0."""
+    return (equity > 0) & (lowest >= -NOISE * equity) & ((highest > 0) | (point > 0) | (residual > 0))
+
+
+def irr_factor_periods(flows_t: np.ndarray, equity: np.ndarray) -> np.ndarray:
+    """Root x of -equity + sum_p f_p x^p per column of ``flows_t`` (N x rows, point terms included)."""
+    x = np.full(flows_t.shape[1], np.nan)
+    zero = np.zeros(flows_t.shape[1])
+    rows = np.flatnonzero(_valid(flows_t.min(axis=0), flows_t.max(axis=0), zero, 0.0, equity))
+    if len(rows):
+        sub = flows_t if len(rows) == flows_t.shape[1] else flows_t[:, rows]
+        x[rows] = _newton(_PeriodNPV(sub), equity[rows])
+    return np.where((x >= X_MIN) & (x <= X_MAX), x, np.nan)
+
+
+def irr_factor_yearly(yearly: np.ndarray, point: np.ndarray, point_year: np.ndarray, residual: float,
+                      equity: np.ndarray, ppy: int) -> np.ndarray:
+    """Root x for flows equal in every period of a lease year: ``yearly`` (years x rows) is the per-period
+    amount of each year; ``point`` is paid at the end of year ``point_year``, ``residual`` at the end.
+
+    With ppy > 1 every year has periods without the point terms, so they cannot lift a negative flow.
+    """
+    x = np.full(yearly.shape[1], np.nan)
+    rows = np.flatnonzero(_valid(yearly.min(axis=0), yearly.max(axis=0), point, residual, equity))
+    if len(rows):
+        sub = yearly if len(rows) == yearly.shape[1] else yearly[:, rows]
+        x[rows] = _newton(_YearNPV(sub, ppy, point[rows], point_year[rows], residual), equity[rows])
     return np.where((x >= X_MIN) & (x <= X_MAX), x, np.nan)
 
 

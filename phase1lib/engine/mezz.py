@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arrays import INF, masked_min, powers, safe_div, seqsum
+from .arrays import INF, masked_min, powers, safe_div
 
 MEZZ_AMORTS = ("sculpted", "annuity", "level")
 SCULPTED, ANNUITY, LEVEL = range(3)
@@ -45,9 +45,10 @@ def _schedule(amount: np.ndarray, service: np.ndarray, r: np.ndarray, live: np.n
 def size_mezz(lender_pos: np.ndarray, senior_service: np.ndarray, coupon: np.ndarray, dscr: np.ndarray,
               periods: np.ndarray, amort: np.ndarray, headroom: np.ndarray, ppy: int,
               full: bool = False) -> MezzResult:
-    """Size mezz rows. lender_pos, senior_service: rows x N; periods = n_m; headroom = (af_max + 0.1) FN - S.
+    """Size mezz rows. lender_pos, senior_service: rows x W (W >= every n_m); headroom = (af_max + 0.1) FN - S.
 
-    Only sculpted mezz can amortise negatively, so only its balances are computed unless ``full``.
+    Only sculpted mezz can amortise negatively, so only its lowest principal is computed; the full
+    schedule (balances, interest, principal) only when ``full``.
     """
     rows, n_periods = senior_service.shape
     p = np.arange(1, n_periods + 1)
@@ -55,6 +56,7 @@ def size_mezz(lender_pos: np.ndarray, senior_service: np.ndarray, coupon: np.nda
     service = np.zeros((rows, n_periods))
     min_ratio = np.zeros(rows)
     sched = [np.zeros((rows, n_periods)) for _ in range(3)] if full else None
+    min_ratio[:] = 0.0
     for code in np.unique(amort):
         sel = np.flatnonzero(amort == code)
         live = p <= periods[sel, None]
@@ -65,7 +67,8 @@ def size_mezz(lender_pos: np.ndarray, senior_service: np.ndarray, coupon: np.nda
         vp = powers(1.0 / (1.0 + r), n_periods)
         m = np.maximum(periods[sel], 1).astype(float)
         if code == SCULPTED:
-            capacity = seqsum(cap * vp)
+            pv = np.add.accumulate(cap * vp, axis=1)
+            capacity = pv[:, -1]
         elif code == ANNUITY:
             min_cap = masked_min(cap, live)
             v_m = np.take_along_axis(vp, np.maximum(periods[sel] - 1, 0)[:, None], axis=1)[:, 0]
@@ -78,20 +81,22 @@ def size_mezz(lender_pos: np.ndarray, senior_service: np.ndarray, coupon: np.nda
         scale = safe_div(amt, capacity, 0.0)
         if code == SCULPTED:
             svc = cap * scale[:, None]
+            # principal_p / amount = (M_p - r (PV of M after p-1) (1 + r)^(p-1)) / capacity, scale-free
+            pv_before = np.concatenate([np.zeros((len(sel), 1)), pv[:, :-1]], axis=1)
+            vp_before = np.concatenate([np.ones((len(sel), 1)), vp[:, :-1]], axis=1)
+            owed = (capacity[:, None] - pv_before) / vp_before
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lowest = np.min(np.where(live, cap - r[:, None] * owed, INF), axis=1) / capacity
+            min_ratio[sel] = np.where(amt > 0, lowest, 0.0)
         elif code == ANNUITY:
             svc = np.where(live, (min_cap * scale)[:, None], 0.0)
         else:
             svc = np.where(live, amt[:, None] * level_f, 0.0)
         amount[sel] = amt
         service[sel] = svc
-        if code == SCULPTED or full:
-            opening, interest, principal = _schedule(amt, svc, r, live, vp)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                lowest = np.min(np.where(live, principal, INF), axis=1) / amt
-            min_ratio[sel] = np.where(amt > 0, lowest, 0.0)
-            if sched is not None:
-                for target, part in zip(sched, (opening, interest, principal), strict=True):
-                    target[sel] = part
+        if sched is not None:
+            for target, part in zip(sched, _schedule(amt, svc, r, live, vp), strict=True):
+                target[sel] = part
     if sched is None:
         return MezzResult(amount=amount, service=service, min_principal_ratio=min_ratio)
     return MezzResult(amount, service, min_ratio, *sched)

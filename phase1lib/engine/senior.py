@@ -55,6 +55,7 @@ class SeniorClasses:
     q_sum: np.ndarray
     q_count: np.ndarray
     q_stress: np.ndarray
+    year_constant: np.ndarray
 
 
 def annuity_factor(r: np.ndarray, m: np.ndarray, v_m: np.ndarray) -> np.ndarray:
@@ -154,6 +155,9 @@ def size_classes(cases: CaseTable, case: np.ndarray, amort: np.ndarray, rate: np
         [np.fmin.reduce(cases.stress_cash[case, s] * inv, axis=1) for s in range(cases.stress_cash.shape[1])],
         axis=1,
     )
+    by_year = u.reshape(len(r), n_periods // ppy, ppy)
+    year_constant = np.all(by_year == by_year[:, :, :1], axis=(1, 2))  # service equal within each lease year
     return SeniorClasses(dk=dk, iok=iok, tailk=tailk, u=u, test_periods=test, opening=opening, interest=interest,
                          principal=principal, wal=wal, interest_total=interest_total, min_principal=min_principal,
-                         dsra=dsra, llcr_num=llcr_num, q_min=q_min, q_sum=q_sum, q_count=q_count, q_stress=q_stress)
+                         dsra=dsra, llcr_num=llcr_num, q_min=q_min, q_sum=q_sum, q_count=q_count, q_stress=q_stress,
+                         year_constant=year_constant)

@@ -17,10 +17,10 @@ from ..errors import FieldError, InputError
 from ..project import Project, default_closing_date
 from ..ranges import KEYS, parse_ranges, permutation_id
 from ..ruleset import Ruleset, load_ruleset
-from .evaluate import Detail, evaluate, make_context, table_from_points
+from .evaluate import Detail, evaluate, make_context, search_hints, table_from_points
 from .montecarlo import monte_carlo
 from .render import render_row
-from .run import DEFAULT_SEED, make_frame
+from .runner import DEFAULT_SEED, make_frame
 
 
 def parse_structure(request: Any, project: Project) -> dict[str, Any]:
@@ -62,6 +62,7 @@ def evaluate_points(project: Project, points: Sequence[Mapping[str, Any]], rules
     table = table_from_points(points)
     out = evaluate(ctx, table)
     assert isinstance(out, dict)
+    search_hints(ctx, table, out)
     frame = make_frame({"permutation_index": np.arange(len(points)), **table}, out,
                        [permutation_id(pt) for pt in points])
     rendered = [render_row(ctx, row) for row in frame.iter_rows(named=True)]

@@ -26,14 +26,15 @@ from ..project import Project, default_closing_date
 from ..ranges import KEYS, Grid, check_guardrail, parse_ranges, permutation_ids, sample_indices
 from ..ruleset import RATINGS, Ruleset, load_ruleset
 from .cashflows import STRESS_NAMES
-from .evaluate import ENUMS, LIMITS, Context, context_for_grid, evaluate, table_from_codes
+from .evaluate import ENUMS, LIMITS, Context, context_for_grid, evaluate, search_hints, table_from_codes
 from .gates import TIERS
+from .memory import tune_allocator
 from .montecarlo import monte_carlo
 from .render import render_row
 
 DEFAULT_SEED = 424242
 DEFAULT_TOPN = 20
-CHUNK_ELEMENTS = 1_600_000  # rows x periods per chunk: about 13 MB per float matrix
+CHUNK_ELEMENTS = 800_000  # rows x periods per chunk: about 6 MB per float matrix
 Progress = Callable[[int, int], None]
 
 
@@ -123,7 +124,7 @@ def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: i
         out = evaluate(ctx, table)
         assert isinstance(out, dict)
         structure = {"permutation_index": idx, **table, **{f"_code_{k}": codes[k] for k in KEYS}}
-        return structure, {k: v for k, v in out.items() if not k.startswith("_")}
+        return structure, {k: v for k, v in out.items() if not k.startswith("_") or k == "_hint_search"}
 
     results: list[Any] = [None] * len(bounds)
     done = 0
@@ -143,6 +144,8 @@ def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: i
                     progress(done, count)
     structure = {k: np.concatenate([r[0][k] for r in results]) for k in results[0][0]}
     kpis = {k: np.concatenate([r[1][k] for r in results]) for k in results[0][1]}
+    search_hints(ctx, {k: structure[k] for k in KEYS}, kpis)
+    kpis.pop("_hint_search")
     return structure, kpis
 
 
@@ -205,6 +208,7 @@ def run(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED
         cancel: threading.Event | None = None, today: dt.date | None = None) -> RunResult:
     """Run the engine over a range request and rank the Top-N (see module docstring)."""
     started = time.perf_counter()
+    tune_allocator()
     rs = ruleset or load_ruleset()
     if isinstance(topn, bool) or not isinstance(topn, int) or not 1 <= topn <= 1000:
         from ..errors import FieldError, InputError

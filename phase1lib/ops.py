@@ -1,0 +1,546 @@
+"""Operations: feature flags, candidate rulesets and the canary, metrics, ``status/full`` and ``health``.
+
+Everything lives in the :class:`~phase1lib.store.Store`, so every server process and the CLI see the
+same flags, canary and metrics. Every change is an audit entry (actor, time, request id, old and new).
+Percentiles are numpy.percentile's default (linear interpolation between closest ranks).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import ENGINE_VERSION, __version__, config
+from .errors import ConflictError, DisabledError, FieldError, InputError, NotFoundError
+from .ruleset import RATINGS, STABLE_VERSION, Ruleset, available_versions, load_ruleset, ruleset_from_bytes
+from .store import KEEP, NS_META, NS_RULESETS, STREAM_AUDIT, STREAM_CANARY, Store, Write, audit_entry
+
+# ---- feature flags --------------------------------------------------------------------------------------
+
+#: name -> (default, what it changes).
+FLAGS: dict[str, tuple[bool, str]] = {
+    "phase1_core": (True, "Off: every business action answers \"Phase-1 disabled\" (HTTP 503)."),
+    "deterministic_seed": (True, "On: a run without a seed uses 424242. Off: it draws one and records it."),
+    "perm_chunking": (True, "On: the grid is evaluated in chunks. Off: one chunk, for diagnosis."),
+    "reverse_dscr_engine": (True, "The single-structure (reverse DSCR) calculator. Off: it is refused."),
+    "gates_ab": (True, "On: failed gates remove structures from the Top-N. Off: gates are only reported."),
+    "docs_exports": (True, "On: term-sheet exports. Off: export is refused with a clear message."),
+}
+FLAG_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+DEFAULT_SEED = 424242
+_DISABLED = {
+    "phase1_core": "Phase-1 disabled",
+    "reverse_dscr_engine": "the reverse DSCR calculator is disabled (flag reverse_dscr_engine is off)",
+    "docs_exports": "term-sheet export is disabled (flag docs_exports is off)",
+}
+_FLAGS_KEY, _CANARY_KEY = "flags", "canary"
+
+
+def _effective(doc: Mapping[str, Any] | None, name: str) -> bool:
+    overrides = (doc or {}).get("flags", {})
+    return bool(overrides.get(name, FLAGS[name][0]))
+
+
+def get_flags(store: Store) -> dict[str, Any]:
+    """{"version", "flags": {name: bool}, "descriptions", "defaults", "updated_at", "updated_by"}."""
+    doc = store.read(NS_META, _FLAGS_KEY) or {}
+    return {"version": int(doc.get("version", 0)),
+            "flags": {name: _effective(doc, name) for name in FLAGS},
+            "descriptions": {name: text for name, (_, text) in FLAGS.items()},
+            "defaults": {name: default for name, (default, _) in FLAGS.items()},
+            "updated_at": doc.get("updated_at"), "updated_by": doc.get("updated_by")}
+
+
+def flag(store: Store, name: str) -> bool:
+    """One flag's value; InputError for a name that is not a flag."""
+    if name not in FLAGS:
+        raise InputError([FieldError(str(name), f"unknown flag; known: {', '.join(FLAGS)}")], "flag")
+    return _effective(store.read(NS_META, _FLAGS_KEY), name)
+
+
+def require_flag(store: Store, name: str) -> None:
+    """Raise DisabledError (HTTP 503) with the flag's message when ``name`` is off."""
+    if not flag(store, name):
+        raise DisabledError(_DISABLED.get(name, f"disabled by the {name} flag"))
+
+
+def resolve_seed(store: Store, seed: int | None) -> int:
+    """The seed a run uses: its own, else 424242 with ``deterministic_seed`` on, else a fresh draw."""
+    if seed is not None:
+        return int(seed)
+    return DEFAULT_SEED if flag(store, "deterministic_seed") else secrets.randbelow(2**31 - 1) + 1
+
+
+def _check_flag_update(version: Any, changes: Any) -> list[FieldError]:
+    errors = []
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        errors.append(FieldError("version", f"must be a non-negative integer, the version you read "
+                                            f"(got {version!r})"))
+    if not isinstance(changes, Mapping) or not changes:
+        errors.append(FieldError("changes", "must be a non-empty object of flag name -> true/false"))
+        return errors
+    for name, value in changes.items():
+        if not isinstance(name, str) or not FLAG_NAME_RE.fullmatch(name):
+            errors.append(FieldError(f"changes.{str(name)[:64]}",
+                                     "malformed flag name: lower-case letters, digits and _ only"))
+        elif name not in FLAGS:
+            errors.append(FieldError(f"changes.{name}", f"unknown flag; known: {', '.join(FLAGS)}"))
+        elif not isinstance(value, bool):
+            errors.append(FieldError(f"changes.{name}", f"must be true or false (got {value!r})"))
+    return errors
+
+
+def update_flags(store: Store, version: int, changes: Mapping[str, bool], actor: str,
+                 request_id: str | None = None) -> dict[str, Any]:
+    """Apply {name: bool} changes if ``version`` is current (else ConflictError, 409); returns get_flags().
+
+    The version goes up by one per accepted update; each changed flag is one audit entry.
+    """
+    errors = _check_flag_update(version, changes)
+    if errors:
+        raise InputError(errors, "flag update")
+    now = store.now()
+
+    def fn(doc: dict[str, Any] | None) -> Write:
+        doc = doc or {"version": 0, "flags": {}}
+        if doc["version"] != version:
+            raise ConflictError(f"flags are at version {doc['version']}, not {version}: read them again and "
+                                f"retry", current_version=doc["version"])
+        new_version = version + 1
+        appends = [(STREAM_AUDIT, audit_entry("flags.update", actor, request_id, now, target=name,
+                                              old=_effective(doc, name), new=value, version=new_version))
+                   for name, value in changes.items()]
+        doc["flags"].update(changes)
+        doc.update(version=new_version, updated_at=now, updated_by=actor)
+        return Write(doc=doc, appends=appends)
+
+    store.transact(NS_META, _FLAGS_KEY, fn)
+    return get_flags(store)
+
+
+# ---- rulesets and canary --------------------------------------------------------------------------------
+
+CANARY_STATES = ("STABLE", "EXPANDING", "ROLLING_BACK", "ROLLED_BACK")
+RULESET_VERSION_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+_FREE_TEXT = {"version", "description"}
+_RULESET_CACHE: dict[tuple[str, str], Ruleset] = {}
+
+
+def _default_canary() -> dict[str, Any]:
+    return {"state": "STABLE", "percentage": 0.0, "candidate": None, "candidate_sha256": None,
+            "reason": None, "updated_at": None, "updated_by": None}
+
+
+def get_canary(store: Store) -> dict[str, Any]:
+    """{"state", "percentage", "candidate", "candidate_sha256", "reason", "updated_at", "updated_by"}."""
+    return {**_default_canary(), **(store.read(NS_META, _CANARY_KEY) or {})}
+
+
+def canary_history(store: Store, n: int = 50) -> list[dict[str, Any]]:
+    """The last ``n`` canary transitions, newest first."""
+    return list(reversed(store.tail(STREAM_CANARY, max(0, int(n)))))
+
+
+def cohort_bucket(cohort_key: str) -> int:
+    """A run's bucket 0..9999: the first 8 hex digits of sha256(cohort_key), modulo 10,000."""
+    return int(hashlib.sha256(cohort_key.encode("utf-8")).hexdigest()[:8], 16) % 10_000
+
+
+def in_canary(cohort_key: str, percentage: float) -> bool:
+    """True when the key's bucket falls in the first ``percentage`` % of the 10,000 buckets."""
+    return cohort_bucket(cohort_key) < round(float(percentage) * 100)
+
+
+def ruleset_for_run(store: Store, cohort_key: str) -> str:
+    """The ruleset version a run uses: the candidate for its cohort share, else the stable v1."""
+    canary = get_canary(store)
+    if not canary["candidate"] or canary["percentage"] <= 0:
+        return STABLE_VERSION
+    return canary["candidate"] if in_canary(cohort_key, canary["percentage"]) else STABLE_VERSION
+
+
+def _structure_errors(ref: Any, cand: Any, path: str, errors: list[FieldError]) -> None:
+    """Compare a candidate table to v1: same keys everywhere, numbers for numbers, same enums and grades."""
+    if len(errors) >= 20:
+        return
+    if isinstance(ref, dict):
+        if not isinstance(cand, dict):
+            errors.append(FieldError(path, "must be an object"))
+            return
+        missing, extra = sorted(set(ref) - set(cand)), sorted(set(cand) - set(ref))
+        if missing:
+            errors.append(FieldError(path or "ruleset", f"missing keys: {', '.join(missing)}"))
+        if extra:
+            errors.append(FieldError(path or "ruleset", f"unexpected keys: {', '.join(extra)}"))
+        for key in ref:
+            if key in cand and not (path == "" and key in _FREE_TEXT):
+                _structure_errors(ref[key], cand[key], f"{path}.{key}" if path else key, errors)
+    elif isinstance(ref, list):
+        if not isinstance(cand, list) or len(cand) != len(ref):
+            errors.append(FieldError(path, f"must be a list of {len(ref)} items"))
+            return
+        for i, (r, c) in enumerate(zip(ref, cand, strict=True)):
+            _structure_errors(r, c, f"{path}[{i}]", errors)
+    elif isinstance(ref, bool | str):
+        if _is_grade(ref):
+            if not _is_grade(cand):
+                errors.append(FieldError(path, "must be a rating grade AAA..B"))
+        elif cand != ref:
+            errors.append(FieldError(path, f"must be {json.dumps(ref)}"))
+    elif isinstance(ref, int | float) and not _is_number(cand):
+        errors.append(FieldError(path, "must be a finite number"))
+
+
+def _is_grade(value: Any) -> bool:
+    return isinstance(value, str) and value in RATINGS
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float, and not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_candidate(raw: bytes) -> Ruleset:
+    """Parse and check a candidate ruleset file: JSON, v1's table structure, a new version name."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError([FieldError("ruleset", f"must be a JSON file ({error})")], "ruleset") from None
+    if not isinstance(data, dict):
+        raise InputError([FieldError("ruleset", "must be a JSON object")], "ruleset")
+    errors: list[FieldError] = []
+    version = data.get("version")
+    if not isinstance(version, str) or not RULESET_VERSION_RE.fullmatch(version):
+        errors.append(FieldError("version", "must be 1-32 characters from A-Z a-z 0-9 _ . -"))
+    elif version in available_versions():
+        errors.append(FieldError("version", f"{version} is a shipped ruleset; a candidate needs a new one"))
+    _structure_errors(load_ruleset(STABLE_VERSION).data, data, "", errors)
+    if errors:
+        raise InputError(errors, "candidate ruleset")
+    return ruleset_from_bytes(raw)
+
+
+def register_candidate(store: Store, raw: bytes, actor: str = "system",
+                       request_id: str | None = None) -> dict[str, Any]:
+    """Store a candidate ruleset and make it the canary's candidate (the canary share stays as it is).
+
+    ConflictError when another candidate is live (canary above 0 %) or the version exists with other content.
+    """
+    ruleset = validate_candidate(raw)
+    now = store.now()
+    record = {"version": ruleset.version, "sha256": ruleset.sha256,
+              "description": ruleset.data["description"], "registered_at": now, "registered_by": actor,
+              "raw_b64": base64.b64encode(raw).decode("ascii")}
+
+    def put_ruleset(doc: dict[str, Any] | None) -> Write:
+        if doc is not None and doc["sha256"] != ruleset.sha256:
+            raise ConflictError(f"ruleset {ruleset.version} is already registered with other content "
+                                f"(sha256 {doc['sha256'][:12]}...); give the new one another version")
+        return Write(doc=record if doc is None else KEEP)
+
+    def set_candidate(doc: dict[str, Any] | None) -> Write:
+        canary = {**_default_canary(), **(doc or {})}
+        if canary["percentage"] > 0 and canary["candidate"] not in (None, ruleset.version):
+            raise ConflictError(f"candidate {canary['candidate']} is live at {canary['percentage']:g} %; "
+                                f"roll the canary back to 0 before registering another",
+                                candidate=canary["candidate"])
+        entry = audit_entry("ruleset.register", actor, request_id, now, target=ruleset.version,
+                            old=canary["candidate"], new=ruleset.version, sha256=ruleset.sha256)
+        canary.update(candidate=ruleset.version, candidate_sha256=ruleset.sha256)
+        return Write(doc=canary, appends=[(STREAM_AUDIT, entry)])
+
+    store.transact(NS_RULESETS, ruleset.version, put_ruleset)
+    store.transact(NS_META, _CANARY_KEY, set_candidate)
+    return {k: record[k] for k in ("version", "sha256", "description", "registered_at", "registered_by")}
+
+
+def list_rulesets(store: Store) -> dict[str, Any]:
+    """The stable ruleset and the registered candidates (version, sha256, description), and which is live."""
+    stable = load_ruleset(STABLE_VERSION).describe()
+    docs = store.scan(NS_RULESETS).values()
+    registered = sorted(({k: v for k, v in d.items() if k != "raw_b64"} for d in docs),
+                        key=lambda d: d["registered_at"])
+    canary = get_canary(store)
+    candidate = next((d for d in registered if d["version"] == canary["candidate"]), None)
+    return {"stable": stable, "candidate": candidate, "registered": registered}
+
+
+def load_ruleset_version(store: Store, version: str) -> Ruleset:
+    """A ruleset by version: shipped ones from disk, candidates from the store (hash checked)."""
+    if version in available_versions():
+        return load_ruleset(version)
+    doc = store.read(NS_RULESETS, version)
+    if doc is None:
+        raise NotFoundError(f"no ruleset {version!r}; shipped: {', '.join(available_versions())}")
+    cached = _RULESET_CACHE.get((version, doc["sha256"]))
+    if cached is not None:
+        return cached
+    ruleset = ruleset_from_bytes(base64.b64decode(doc["raw_b64"]))
+    if ruleset.sha256 != doc["sha256"]:  # pragma: no cover - store corruption
+        raise ConflictError(f"stored ruleset {version} does not match its sha256")
+    _RULESET_CACHE[(version, ruleset.sha256)] = ruleset
+    return ruleset
+
+
+def _check_canary_args(percentage: Any, reason: Any, name: str = "percentage") -> list[FieldError]:
+    errors = []
+    if not _is_number(percentage) or not 0 <= percentage <= 100:
+        errors.append(FieldError(name, f"must be a number from 0 to 100 (got {percentage!r})"))
+    if not isinstance(reason, str) or not reason.strip():
+        errors.append(FieldError("reason", "must be a non-empty text saying why"))
+    elif len(reason) > 500:
+        errors.append(FieldError("reason", f"must be at most 500 characters (got {len(reason)})"))
+    return errors
+
+
+def _transition(canary: dict[str, Any], state: str, percentage: float, action: str, reason: str,
+                actor: str, request_id: str | None, now: float, **extra: Any) -> tuple[dict[str, Any], dict]:
+    """The new canary document and its history record."""
+    history = {"at": now, "action": action, "from_state": canary["state"], "to_state": state,
+               "from_percentage": canary["percentage"], "to_percentage": percentage,
+               "candidate": canary["candidate"], "reason": reason, "actor": actor, "request_id": request_id,
+               **extra}
+    new = {**canary, "state": state, "percentage": percentage, "reason": reason, "updated_at": now,
+           "updated_by": actor}
+    return new, history
+
+
+def update_canary(store: Store, percentage: float, reason: str, actor: str,
+                  request_id: str | None = None) -> dict[str, Any]:
+    """Set the share of runs on the candidate: EXPANDING above 0, STABLE at 0. Returns the canary state.
+
+    ConflictError (409) when raising above 0 without a registered candidate.
+    """
+    errors = _check_canary_args(percentage, reason)
+    if errors:
+        raise InputError(errors, "canary update")
+    pct, reason, now = float(percentage), reason.strip(), store.now()
+
+    def fn(doc: dict[str, Any] | None) -> Write:
+        canary = {**_default_canary(), **(doc or {})}
+        if pct > 0 and not canary["candidate"]:
+            raise ConflictError("no candidate ruleset is registered: register one first "
+                                "(phase1 ops ruleset register FILE)")
+        new, history = _transition(canary, "EXPANDING" if pct > 0 else "STABLE", pct, "update", reason,
+                                   actor, request_id, now)
+        entry = audit_entry("canary.update", actor, request_id, now, target="canary",
+                            old={"state": canary["state"], "percentage": canary["percentage"]},
+                            new={"state": new["state"], "percentage": pct}, reason=reason)
+        return Write(doc=new, result=new, appends=[(STREAM_CANARY, history), (STREAM_AUDIT, entry)])
+
+    return store.transact(NS_META, _CANARY_KEY, fn)
+
+
+def rollback(store: Store, target_percentage: float = 0, reason: str = "", actor: str = "system",
+             request_id: str | None = None) -> dict[str, Any]:
+    """Lower the canary share to ``target_percentage``: ROLLING_BACK, then ROLLED_BACK.
+
+    Returns the final state plus ``previous_percentage`` and ``duration_ms`` (time from the start of the
+    rollback to its commit). A target above the current share is refused: that is an expansion.
+    """
+    errors = _check_canary_args(target_percentage, reason, "target_percentage")
+    if errors:
+        raise InputError(errors, "rollback")
+    target, reason, started = float(target_percentage), reason.strip(), time.perf_counter()
+    first_now = store.now()
+
+    def begin(doc: dict[str, Any] | None) -> Write:
+        canary = {**_default_canary(), **(doc or {})}
+        if target > canary["percentage"]:
+            raise InputError([FieldError("target_percentage", f"must not exceed the current share "
+                                                              f"{canary['percentage']:g} (got {target:g})")],
+                             "rollback")
+        new, history = _transition(canary, "ROLLING_BACK", canary["percentage"], "rollback_started", reason,
+                                   actor, request_id, first_now, target_percentage=target)
+        return Write(doc=new, result=canary, appends=[(STREAM_CANARY, history)])
+
+    before = store.transact(NS_META, _CANARY_KEY, begin)
+    now = store.now()
+
+    def finish(doc: dict[str, Any] | None) -> Write:
+        canary = {**_default_canary(), **(doc or {})}
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        new, history = _transition(canary, "ROLLED_BACK", target, "rollback_done", reason, actor, request_id,
+                                   now, duration_ms=duration_ms)
+        entry = audit_entry("canary.rollback", actor, request_id, now, target="canary",
+                            old={"state": before["state"], "percentage": before["percentage"]},
+                            new={"state": "ROLLED_BACK", "percentage": target}, reason=reason,
+                            duration_ms=duration_ms)
+        result = {**new, "previous_percentage": before["percentage"], "duration_ms": duration_ms}
+        return Write(doc=new, result=result, appends=[(STREAM_CANARY, history), (STREAM_AUDIT, entry)])
+
+    return store.transact(NS_META, _CANARY_KEY, finish)
+
+
+# ---- metrics, status and health -------------------------------------------------------------------------
+
+METRIC_KINDS = ("run", "request")
+#: The operations guide's thresholds.
+THRESHOLDS = {"error_rate_max": 0.001, "success_rate_min": 0.999, "p95_runs_1_10k_max_s": 5.0,
+              "memory_drift_ratio": 1.2}
+RUN_BAND = (1, 10_000)
+DRIFT_WINDOW = 10
+#: When this module was imported: the start of this process for uptime.
+PROCESS_STARTED_AT = time.time()
+
+
+def current_rss_bytes() -> int:
+    """Resident memory of this process: VmRSS from /proc/self/status, else the peak from getrusage."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def record_metric(store: Store, kind: str, duration_s: float, ok: bool, permutations: int | None = None,
+                  rss_bytes: int | None = None) -> dict[str, Any]:
+    """Record one run or request: duration, success, permutations (runs) and this process's RSS."""
+    errors = []
+    if kind not in METRIC_KINDS:
+        errors.append(FieldError("kind", f"must be run or request (got {kind!r})"))
+    if not _is_number(duration_s) or duration_s < 0:
+        errors.append(FieldError("duration_s", f"must be a number of seconds >= 0 (got {duration_s!r})"))
+    if not isinstance(ok, bool):
+        errors.append(FieldError("ok", f"must be true or false (got {ok!r})"))
+    if permutations is not None and (isinstance(permutations, bool) or not isinstance(permutations, int)
+                                     or permutations < 0):
+        errors.append(FieldError("permutations", f"must be a whole number >= 0 or null "
+                                                 f"(got {permutations!r})"))
+    if errors:
+        raise InputError(errors, "metric")
+    sample = {"kind": kind, "duration_s": float(duration_s), "ok": ok, "permutations": permutations,
+              "rss_bytes": int(current_rss_bytes() if rss_bytes is None else rss_bytes), "at": store.now()}
+    store.add_metric(sample)
+    return sample
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """numpy.percentile with its default linear interpolation; None for no values."""
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if values else None
+
+
+def _latency(values: list[float]) -> dict[str, Any]:
+    return {"samples": len(values), "p50_s": percentile(values, 50), "p95_s": percentile(values, 95)}
+
+
+def memory_summary(rss: list[int]) -> dict[str, Any]:
+    """Peak RSS and drift: mean of the last 10 samples > 1.2 x mean of the first 10 (needs 20 samples)."""
+    out: dict[str, Any] = {"samples": len(rss), "peak_rss_bytes": max(rss) if rss else None,
+                           "first10_mean_bytes": None, "last10_mean_bytes": None, "drift_ratio": None,
+                           "drift": None}
+    if len(rss) >= 2 * DRIFT_WINDOW:
+        first = float(np.mean(rss[:DRIFT_WINDOW]))
+        last = float(np.mean(rss[-DRIFT_WINDOW:]))
+        ratio = last / first if first > 0 else None
+        out.update(first10_mean_bytes=first, last10_mean_bytes=last, drift_ratio=ratio,
+                   drift=bool(last > THRESHOLDS["memory_drift_ratio"] * first))
+    return out
+
+
+def metrics_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts, error and success rates, latency percentiles (all; runs of 1-10k permutations), memory."""
+    n = len(samples)
+    failures = sum(1 for s in samples if not s["ok"])
+    band = [s["duration_s"] for s in samples if s["kind"] == "run" and s.get("permutations") is not None
+            and RUN_BAND[0] <= s["permutations"] <= RUN_BAND[1]]
+    return {"samples": n, "runs": sum(1 for s in samples if s["kind"] == "run"),
+            "requests": sum(1 for s in samples if s["kind"] == "request"), "failures": failures,
+            "error_rate": failures / n if n else None, "success_rate": (n - failures) / n if n else None,
+            "latency": _latency([s["duration_s"] for s in samples]), "latency_runs_1_10k": _latency(band),
+            "memory": memory_summary([int(s["rss_bytes"]) for s in samples])}
+
+
+def _check(name: str, value: Any, ok: bool | None, rule: str, missing: str) -> dict[str, Any]:
+    return {"name": name, "value": value, "rule": rule, "ok": ok, "reason": None if ok else missing}
+
+
+def go_no_go(metrics: dict[str, Any]) -> dict[str, Any]:
+    """GO only when every threshold of the operations guide is met; a failing or unknown check is a reason."""
+    err, succ = metrics["error_rate"], metrics["success_rate"]
+    p95 = metrics["latency_runs_1_10k"]["p95_s"]
+    drift = metrics["memory"]["drift"]
+    t = THRESHOLDS
+    checks = [
+        _check("error_rate", err, None if err is None else err < t["error_rate_max"], "< 0.1 %",
+               "no samples yet: error rate unknown" if err is None
+               else f"error rate {err * 100:.3g} % is not below 0.1 %"),
+        _check("p95_runs_1_10k_s", p95, None if p95 is None else p95 < t["p95_runs_1_10k_max_s"], "< 5 s",
+               "no runs of 1-10k permutations yet: p95 unknown" if p95 is None
+               else f"p95 latency of 1-10k permutation runs {p95:.3g} s is not below 5 s"),
+        _check("memory_drift", drift, None if drift is None else not drift,
+               "last 10 RSS mean <= 1.2 x first 10",
+               f"fewer than {2 * DRIFT_WINDOW} samples: memory drift unknown" if drift is None
+               else f"memory drift: last 10 RSS mean is {metrics['memory']['drift_ratio']:.3g} x first 10"),
+        _check("success_rate", succ, None if succ is None else succ > t["success_rate_min"], "> 99.9 %",
+               "no samples yet: success rate unknown" if succ is None
+               else f"success rate {succ * 100:.4g} % is not above 99.9 %"),
+    ]
+    reasons = [c["reason"] for c in checks if not c["ok"]]
+    return {"decision": "GO" if not reasons else "NO-GO", "reasons": reasons, "checks": checks}
+
+
+def status_full(store: Store, started_at: float | None = None) -> dict[str, Any]:
+    """The operator's view: GO/NO-GO with reasons, canary, flags, rulesets, metrics, memory, uptime."""
+    now = store.now()
+    started = PROCESS_STARTED_AT if started_at is None else started_at
+    metrics = metrics_summary(store.list_metrics())
+    verdict = go_no_go(metrics)
+    return {"decision": verdict["decision"], "reasons": verdict["reasons"], "checks": verdict["checks"],
+            "thresholds": dict(THRESHOLDS), "canary": get_canary(store), "flags": get_flags(store),
+            "rulesets": list_rulesets(store), "metrics": metrics, "uptime_s": max(0.0, now - started),
+            "started_at": started, "generated_at": now, "store": store.describe(),
+            "versions": {"phase1lib": __version__, "engine": ENGINE_VERSION}}
+
+
+def health(store: Store) -> dict[str, Any]:
+    """Liveness: status ok/degraded, versions and store reachability. Never raises."""
+    reachable = False
+    candidate = None
+    problems = []
+    try:
+        reachable = store.ping()
+    except Exception as error:  # pragma: no cover - ping itself never raises
+        problems.append(f"store: {type(error).__name__}")
+    if reachable:
+        try:
+            candidate = get_canary(store)["candidate"]
+        except Exception as error:
+            problems.append(f"canary: {type(error).__name__}")
+    else:
+        problems.append("store unreachable")
+    env = None
+    try:
+        env = config.app_env()
+    except ValueError as error:
+        problems.append(str(error))
+    try:
+        backend = store.describe()
+    except Exception:  # pragma: no cover
+        backend = {"backend": getattr(store, "backend", "unknown")}
+    return {"status": "ok" if not problems else "degraded", "problems": problems, "app_env": env,
+            "versions": {"phase1lib": __version__, "engine": ENGINE_VERSION,
+                         "rulesets": {"stable": STABLE_VERSION, "shipped": available_versions(),
+                                      "candidate": candidate}},
+            "store": {**backend, "reachable": reachable}}
+
+
+def list_audit(store: Store, n: int = 50) -> list[dict[str, Any]]:
+    """The last ``n`` audit entries, newest first."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError([FieldError("n", f"must be a whole number >= 1 (got {n!r})")], "audit query")
+    return store.list_audit(n)

@@ -1,0 +1,88 @@
+"""Business actions with their operational rules: flags, canary rulesets, persistence, metrics.
+
+The CLI, the REST API and the dashboards all act through these functions, so a flag or a canary
+share means the same thing wherever an analyst works. Each action takes the store explicitly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import ops
+from .engine import evaluate_structure
+from .engine.runner import DEFAULT_TOPN, RunResult, cohort_key, make_run_id, run, run_key
+from .project import Project, derive, parse_project
+from .ranges import check_guardrail, parse_ranges
+from .runs import has_run, load_run, save_run
+from .store import Store
+
+Progress = Callable[[int, int], None]
+
+
+def validate_project(store: Store, data: Any) -> tuple[Project, dict[str, Any]]:
+    """Validated project and its derived fields (InputError listing every problem)."""
+    ops.require_flag(store, "phase1_core")
+    project = parse_project(data)
+    return project, derive(project).to_dict()
+
+
+def plan_run(store: Store, project: Project, ranges: Mapping[str, Any], seed: int | None = None,
+             topn: int = DEFAULT_TOPN, sample: int | None = None) -> dict[str, Any]:
+    """Everything decided before a run: validated grid, seed, ruleset (canary), run_id."""
+    ops.require_flag(store, "phase1_core")
+    grid = parse_ranges(ranges, project)
+    check_guardrail(grid.cardinality, sample)
+    seed_ = ops.resolve_seed(store, seed)
+    gates = ops.flag(store, "gates_ab")
+    key = run_key(project, grid, seed_, topn, sample, gates)
+    ruleset = ops.load_ruleset_version(store, ops.ruleset_for_run(store, cohort_key(key)))
+    return {"grid": grid, "seed": seed_, "gates": gates, "ruleset": ruleset,
+            "run_id": make_run_id(key, ruleset), "chunked": ops.flag(store, "perm_chunking")}
+
+
+def execute_run(store: Store, project: Project, ranges: Mapping[str, Any], *, seed: int | None = None,
+                topn: int = DEFAULT_TOPN, sample: int | None = None, workers: int = 1,
+                progress: Progress | None = None, cancel: threading.Event | None = None,
+                home: Path | None = None) -> RunResult:
+    """Run (or find the stored run of) a range request; persist, index and measure it."""
+    started = time.perf_counter()
+    count = None
+    try:
+        plan = plan_run(store, project, ranges, seed, topn, sample)
+        count = sample or plan["grid"].cardinality
+        if has_run(plan["run_id"], home):
+            result = load_run(plan["run_id"], home)
+            if progress:
+                progress(count, count)
+        else:
+            result = run(project, ranges, seed=plan["seed"], topn=topn, sample=sample, workers=workers,
+                         ruleset=plan["ruleset"], gates=plan["gates"], chunked=plan["chunked"], progress=progress,
+                         cancel=cancel)
+            persist_started = time.perf_counter()
+            save_run(result, home)
+            result.meta["timings"]["persist_s"] = round(time.perf_counter() - persist_started, 6)
+            store.index_run(run_record(result))
+    except Exception:
+        ops.record_metric(store, "run", time.perf_counter() - started, False, count)
+        raise
+    ops.record_metric(store, "run", time.perf_counter() - started, True, count)
+    return result
+
+
+def run_record(result: RunResult) -> dict[str, Any]:
+    """The store's index entry of a run."""
+    m = result.meta
+    return {"run_id": result.run_id, "created_at": m["created_at"], "title": m["project"]["title"],
+            "cardinality": m["cardinality"], "evaluated": m["evaluated"], "elapsed_s": m["timings"]["engine_s"],
+            "ruleset": m["ruleset"]["version"], "counts": m["counts"], "seed": m["seed"]}
+
+
+def evaluate(store: Store, project: Project, structure: Any, seed: int | None = None) -> dict[str, Any]:
+    """One structure with KPIs and schedule (the reverse DSCR calculator)."""
+    ops.require_flag(store, "phase1_core")
+    ops.require_flag(store, "reverse_dscr_engine")
+    return evaluate_structure(project, structure, seed=ops.resolve_seed(store, seed))
