@@ -273,21 +273,21 @@ def permutation_id(point: Mapping[str, Any]) -> str:
 
 def _fragment_column(key: str, values: Sequence[Any], codes: np.ndarray) -> pl.Series:
     """'"key":value' JSON fragments of each row's value; null where the key is omitted (code -1)."""
-    frags = [f'"{key}":{json.dumps(v)}' for v in values]
-    return pl.Series(codes, dtype=pl.Int64).replace_strict(list(range(len(frags))), frags, default=None,
-                                                           return_dtype=pl.String)
+    frags = pl.Series([f'"{key}":{json.dumps(v)}' for v in values] + [None], dtype=pl.String)
+    return frags.gather(np.where(codes < 0, len(values), codes))
 
 
 def permutation_ids(grid: Grid, codes: Mapping[str, np.ndarray]) -> list[str]:
     """permutation_id of many decoded points: JSON assembled column-wise (polars), then sha256 per row."""
     columns = []
     for key in sorted(KEYS):
-        col = _fragment_column(key, grid.values[key], codes[key])
-        if key == "mezz_tenor" and None in grid.values[key]:
-            as_senior = _fragment_column(key, grid.values["senior_tenor"], codes["senior_tenor"])
-            is_none = np.array([v is None for v in grid.values[key]] + [False])[codes[key]]
-            col = pl.select(pl.when(pl.Series(is_none)).then(as_senior).otherwise(col)).to_series()
-        columns.append(col.alias(key))
+        values, key_codes = list(grid.values[key]), codes[key]
+        if key == "mezz_tenor" and None in values:  # the project default: each point's senior tenor
+            tenors = list(grid.values["senior_tenor"])
+            is_none = np.array([v is None for v in values] + [False])[key_codes]
+            values = values + tenors
+            key_codes = np.where(is_none, len(grid.values[key]) + codes["senior_tenor"], key_codes)
+        columns.append(_fragment_column(key, values, key_codes).alias(key))
     if not columns or len(columns[0]) == 0:
         return []
     text = pl.DataFrame(columns).select(

@@ -15,8 +15,10 @@ from typing import Any
 from . import ops
 from .engine import evaluate_structure
 from .engine.runner import DEFAULT_TOPN, RunResult, cohort_key, make_run_id, run, run_key
+from .errors import FieldError, InputError
+from .presets import list_presets
 from .project import Project, derive, parse_project
-from .ranges import check_guardrail, parse_ranges
+from .ranges import cardinality_summary, check_guardrail, parse_ranges
 from .runs import has_run, load_run, save_run
 from .store import Store
 
@@ -86,3 +88,36 @@ def evaluate(store: Store, project: Project, structure: Any, seed: int | None = 
     ops.require_flag(store, "phase1_core")
     ops.require_flag(store, "reverse_dscr_engine")
     return evaluate_structure(project, structure, seed=ops.resolve_seed(store, seed))
+
+
+XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def cardinality(store: Store, ranges: Mapping[str, Any], project: Project | None = None) -> dict[str, Any]:
+    """Cardinality, per-key values and guardrail verdict of a range request (no evaluation)."""
+    ops.require_flag(store, "phase1_core")
+    return cardinality_summary(parse_ranges(ranges, project))
+
+
+def presets(store: Store, project: Project | None = None) -> list[dict[str, Any]]:
+    ops.require_flag(store, "phase1_core")
+    return list_presets(project)
+
+
+def export_term_sheet(store: Store, run_id: str, rank: int, fmt: str = "xlsx",
+                      home: Path | None = None) -> tuple[bytes, str, str]:
+    """(content, file name, media type) of the term sheet of a ranked structure: xlsx, or json."""
+    import json
+
+    from .termsheet import term_sheet_json, to_xlsx_bytes
+
+    ops.require_flag(store, "phase1_core")
+    ops.require_flag(store, "docs_exports")
+    if fmt not in ("xlsx", "json"):
+        raise InputError([FieldError("format", f"must be xlsx or json (got {fmt!r})")], "export")
+    result = load_run(run_id, home)
+    result.top_row(rank)  # NotFoundError for a rank outside the Top-N
+    name = f"phase1-{run_id}-rank{rank}"
+    if fmt == "json":
+        return json.dumps(term_sheet_json(result, rank), indent=2).encode(), f"{name}.json", "application/json"
+    return to_xlsx_bytes(result, rank), f"{name}.xlsx", XLSX_MIME

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -25,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed (default 424242)")
     p.add_argument("--top", type=int, default=DEFAULT_TOPN, help="Top-N size (default 20)")
     p.add_argument("--sample", type=int, default=None, help="evaluate S grid points drawn with the seed")
-    p.add_argument("--workers", type=int, default=1, help="threads evaluating chunks in parallel")
+    p.add_argument("--workers", type=int, default=None,
+                   help="threads evaluating chunks in parallel (default: the machine's cores, at most 4); "
+                        "results are identical whatever the number")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("evaluate", help="one structure with its KPIs and per-period schedule")
@@ -45,6 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="run the London sample with the current_1920 preset and show the Top-5")
     p.set_defaults(handler=cmd_demo)
+
+
+def default_workers(requested: int | None) -> int:
+    """Worker threads for a CLI run: as asked, else the machine's cores (at most 4)."""
+    if requested is not None:
+        return max(1, requested)
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 class ProgressBar:
@@ -73,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         started = time.perf_counter()
         result = service.execute_run(store, project, ranges, seed=args.seed, topn=args.top, sample=args.sample,
-                                     workers=max(1, args.workers), progress=ProgressBar())
+                                     workers=default_workers(args.workers), progress=ProgressBar())
     finally:
         store.close()
     summary = result.summary()

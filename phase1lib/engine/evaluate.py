@@ -169,7 +169,10 @@ def _group(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct combinations of columns: (first row of each, each row's group index)."""
     key = np.zeros(len(columns[0]), dtype=np.int64)
     for col in columns:
-        _, code = np.unique(col, return_inverse=True)
+        if col.dtype.kind in "iub" and len(col) and col.min() >= 0:  # small non-negative codes: use as they are
+            code = col.astype(np.int64)
+        else:
+            _, code = np.unique(col, return_inverse=True)
         key = key * (int(code.max(initial=0)) + 1) + code.ravel()
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     return first, inverse.ravel()
@@ -390,7 +393,9 @@ def _mezz_group(ctx: Context, table: Mapping[str, np.ndarray], rows: np.ndarray,
     mezz = size_mezz(ctx.cases.lender_pos[mcase, :width], senior_service, table["mezz_coupon"][rows].astype(float),
                      table["mezz_dscr"][rows].astype(float), n_m, table["mezz_amort"][rows], headroom, ppy, full=full)
     combined = senior_service + mezz.service
-    served = (np.arange(1, width + 1) <= span[:, None]) & (combined > 0)
+    served = combined > 0
+    if np.any(span < width):  # a group shares one span except in detail mode
+        served &= np.arange(1, width + 1) <= span[:, None]
     inv = np.divide(1.0, combined, out=np.full(combined.shape, np.nan), where=served)  # NaN: not served
     has_mezz = mezz.amount > 0
     totals = {}

@@ -58,9 +58,8 @@ def check_table(k: Mapping[str, np.ndarray], project_consts: Mapping[str, Any]) 
     """
     c = project_consts
     rows = len(k["senior_amount"])
-    value = np.full((rows, len(CHECKS)), np.nan)
-    threshold = np.full((rows, len(CHECKS)), np.nan)
-    applies = np.zeros((rows, len(CHECKS)), dtype=bool)
+    value = np.empty((rows, len(CHECKS)))
+    threshold = np.empty((rows, len(CHECKS)))
     has_debt = k["senior_amount"] > 0
     n_years = np.minimum(k["senior_tenor"], c["lease_years"])
     cols: dict[str, tuple[np.ndarray, np.ndarray | float, np.ndarray | bool]] = {
@@ -79,23 +78,24 @@ def check_table(k: Mapping[str, np.ndarray], project_consts: Mapping[str, Any]) 
     for s in STRESS_NAMES:
         cols[f"stress_{s}"] = (k[f"stress_{s}"], c["stress_min"], has_debt)
         cols[f"stress_total_{s}"] = (k[f"stress_total_{s}"], c["stress_min"], has_mezz)
-    for i, name in enumerate(CHECKS):
-        v, t, a = cols[name]
-        value[:, i] = v
-        threshold[:, i] = t
-        applies[:, i] = a
-    kinds = np.array([KIND[name] for name in CHECKS])
+    failed = np.zeros((rows, len(CHECKS)), dtype=bool)
     with np.errstate(invalid="ignore"):
-        fail_min = value < threshold - TOL
-        fail_max = value > threshold + TOL
-        fail_pos = ~(value > threshold)
-        fail_neg = value < threshold
-        fail_rating = value > threshold
-    failed = np.select(
-        [kinds == MIN, kinds == MAX, kinds == POSITIVE, kinds == NEG_AMORT],
-        [fail_min, fail_max, fail_pos, fail_neg],
-        fail_rating,
-    ) & applies
+        for i, name in enumerate(CHECKS):
+            v, t, a = cols[name]
+            value[:, i] = v
+            threshold[:, i] = t
+            kind = KIND[name]
+            if kind == MIN:
+                bad = v < threshold[:, i] - TOL
+            elif kind == MAX:
+                bad = v > threshold[:, i] + TOL
+            elif kind == POSITIVE:
+                bad = ~(v > threshold[:, i])
+            elif kind == NEG_AMORT:
+                bad = v < threshold[:, i]
+            else:
+                bad = v > threshold[:, i]
+            failed[:, i] = bad & a
     return CheckTable(value=value, threshold=threshold, failed=failed)
 
 

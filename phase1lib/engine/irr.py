@@ -21,6 +21,7 @@ from .arrays import int_power
 
 MAX_ITER = 100
 STEP_TOL = 1e-9
+ERROR_TOL = 1e-14
 NOISE = 1e-9  # a flow above -NOISE x equity is rounding of zero (note D25)
 X_MIN, X_MAX = 1.0 / 11.0, 100.0  # i in [-0.99, 10]
 
@@ -95,27 +96,37 @@ class _YearNPV:
 
 
 def _newton(npv, equity: np.ndarray) -> np.ndarray:
-    """Roots x of npv(x) = equity by per-row Newton from x = 1; NaN where not converged."""
+    """Roots x of npv(x) = equity by per-row Newton from x = 1; NaN where not converged.
+
+    A row stops when its step is below STEP_TOL x, or when convergence is visibly quadratic and the
+    error left after the step, estimated as step^3 / previous step^2, is below ERROR_TOL x.
+    """
     rows = len(equity)
     x = np.full(rows, np.nan)
     active = np.arange(rows)
     guess = np.ones(rows)
+    previous = np.full(rows, np.inf)
     eq = equity.copy()
     for _ in range(MAX_ITER):
         if len(active) == 0:
             break
         value, slope = npv(guess)
-        new = guess - (value - eq) / slope
+        step = (value - eq) / slope
+        new = guess - step
         bad = ~np.isfinite(new) | (new <= 0)
         new = np.where(bad, guess * 0.5, new)  # guard: stay at x > 0
-        done = (np.abs(new - guess) <= STEP_TOL * np.abs(new)) & ~bad
+        size = np.abs(step)
+        with np.errstate(over="ignore", invalid="ignore"):
+            quadratic = (size <= 1e-5 * new) & (size <= 0.1 * previous) & (
+                size * size * size <= ERROR_TOL * new * previous * previous)
+        done = ((size <= STEP_TOL * np.abs(new)) | quadratic) & ~bad
         x[active[done]] = new[done]
         keep = ~done
         if not keep.all():
             npv.take(keep)
-            active, guess, eq = active[keep], new[keep], eq[keep]
+            active, guess, eq, previous = active[keep], new[keep], eq[keep], size[keep]
         else:
-            guess = new
+            guess, previous = new, size
     return x
 
 

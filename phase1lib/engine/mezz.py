@@ -53,12 +53,13 @@ def size_mezz(lender_pos: np.ndarray, senior_service: np.ndarray, coupon: np.nda
     rows, n_periods = senior_service.shape
     p = np.arange(1, n_periods + 1)
     amount = np.zeros(rows)
-    service = np.zeros((rows, n_periods))
+    codes = np.unique(amort)
+    single = len(codes) == 1  # the usual case: work on the inputs as they are, no row gathers
+    service = None if single else np.zeros((rows, n_periods))
     min_ratio = np.zeros(rows)
     sched = [np.zeros((rows, n_periods)) for _ in range(3)] if full else None
-    min_ratio[:] = 0.0
-    for code in np.unique(amort):
-        sel = np.flatnonzero(amort == code)
+    for code in codes:
+        sel = slice(None) if single else np.flatnonzero(amort == code)
         live = p <= periods[sel, None]
         cover = lender_pos[sel] / dscr[sel, None]
         cap = cover - senior_service[sel]
@@ -82,8 +83,8 @@ def size_mezz(lender_pos: np.ndarray, senior_service: np.ndarray, coupon: np.nda
         if code == SCULPTED:
             svc = cap * scale[:, None]
             # principal_p / amount = (M_p - r (PV of M after p-1) (1 + r)^(p-1)) / capacity, scale-free
-            pv_before = np.concatenate([np.zeros((len(sel), 1)), pv[:, :-1]], axis=1)
-            vp_before = np.concatenate([np.ones((len(sel), 1)), vp[:, :-1]], axis=1)
+            pv_before = np.concatenate([np.zeros((len(pv), 1)), pv[:, :-1]], axis=1)
+            vp_before = np.concatenate([np.ones((len(pv), 1)), vp[:, :-1]], axis=1)
             owed = (capacity[:, None] - pv_before) / vp_before
             with np.errstate(invalid="ignore", divide="ignore"):
                 lowest = np.min(np.where(live, cap - r[:, None] * owed, INF), axis=1) / capacity
@@ -93,10 +94,14 @@ def size_mezz(lender_pos: np.ndarray, senior_service: np.ndarray, coupon: np.nda
         else:
             svc = np.where(live, amt[:, None] * level_f, 0.0)
         amount[sel] = amt
-        service[sel] = svc
+        if single:
+            service = svc
+        else:
+            service[sel] = svc
         if sched is not None:
             for target, part in zip(sched, _schedule(amt, svc, r, live, vp), strict=True):
                 target[sel] = part
+    assert service is not None
     if sched is None:
         return MezzResult(amount=amount, service=service, min_principal_ratio=min_ratio)
     return MezzResult(amount, service, min_ratio, *sched)

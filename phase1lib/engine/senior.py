@@ -63,6 +63,48 @@ def annuity_factor(r: np.ndarray, m: np.ndarray, v_m: np.ndarray) -> np.ndarray:
     return np.where(r == 0, m, safe_div(1.0 - v_m, r, 0.0))
 
 
+def _profile(code: int, cfp: np.ndarray, p: np.ndarray, io: np.ndarray, n: np.ndarray, rate: np.ndarray, ppy: int,
+             refi_end: int, refi_spread: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """k x the cash-flow limit (D_post; D_ic for a bullet), post-IO service per unit of debt, and a bullet's
+    k x refinancing tail, for classes of one amortisation profile (section 5)."""
+    r = rate / ppy
+    r_c, io_c, n_c = r[:, None], io[:, None], n[:, None]
+    post = (p > io_c) & (p <= n_c)
+    m = n - io
+    if code == SCULPTED:
+        disc = np.cumprod(np.where(p > io_c, (1.0 / (1.0 + r))[:, None], 1.0), axis=1)  # v^(p - io)
+        dk = seqsum(np.where(post, cfp * disc, 0.0))
+        return dk, np.where(post, safe_div(cfp, dk[:, None], 0.0), 0.0), None
+    if code == ANNUITY:
+        v_m = int_power_rows(1.0 / (1.0 + r), np.maximum(m, 0))
+        factor = annuity_factor(r, np.maximum(m, 0).astype(float), v_m)
+        lowest = masked_min(cfp, post)
+        dk = np.where(m > 0, np.where(m > 0, lowest, 0.0) * factor, 0.0)
+        return dk, np.where(post, safe_div(np.ones(len(r)), factor, 0.0)[:, None], 0.0), None
+    if code == LEVEL:
+        m_c = np.maximum(m, 1)[:, None]
+        level_f = 1.0 / m_c + r_c * (m_c - (p - io_c) + 1) / m_c
+        dk = masked_min(safe_div(cfp, level_f, INF), post & (level_f > 0))
+        return dk, np.where(post, level_f, 0.0), None
+    # bullet: interest only to n, then a sculpted refinancing at r_f over the window n+1 .. N - 2 ppy
+    ratio_r = safe_div(cfp, np.broadcast_to(r_c, cfp.shape), INF)
+    dk = np.where(r != 0, masked_min(ratio_r, post), INF)
+    window = (p > n_c) & (p <= refi_end)
+    rf = (rate + refi_spread) / ppy
+    disc_f = np.cumprod(np.where(p > n_c, (1.0 / (1.0 + rf))[:, None], 1.0), axis=1)
+    tail = seqsum(np.where(window, cfp * disc_f, 0.0))
+    service = np.where(post, r_c, np.where(window, safe_div(cfp, tail[:, None], 0.0), 0.0))
+    return dk, service, tail
+
+
+def int_power_rows(base: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """base^exponent per row by sequential products (exponents are small period counts)."""
+    out = np.ones_like(base)
+    for k in range(int(exponent.max(initial=0))):
+        out = np.where(k < exponent, out * base, out)
+    return out
+
+
 def size_classes(cases: CaseTable, case: np.ndarray, amort: np.ndarray, rate: np.ndarray, io: np.ndarray,
                  n: np.ndarray, ppy: int, dsra_window: int, refi_spread: float, refi_buffer: int) -> SeniorClasses:
     """Size U senior classes. ``rate`` is the annual all-in rate R; io, n in periods."""
@@ -72,51 +114,30 @@ def size_classes(cases: CaseTable, case: np.ndarray, amort: np.ndarray, rate: np
     v = 1.0 / (1.0 + r)
     io_c, n_c = io[:, None], n[:, None]
     cfp = cases.lender_pos[case]
-    post = (p > io_c) & (p <= n_c)
     in_io = p <= io_c
-    m = n - io
-    has_post = m > 0
-    j = p - io_c
-    m_c = np.maximum(m, 1)[:, None]
+    has_post = n - io > 0
     r_c = r[:, None]
 
-    # discount from the end of the IO period: v^(p - io) for p > io
-    disc = np.cumprod(np.where(p > io_c, v[:, None], 1.0), axis=1)
-    v_m = np.take_along_axis(disc, np.maximum(n - 1, 0)[:, None], axis=1)[:, 0]
-
-    sculpted_dk = seqsum(np.where(post, cfp * disc, 0.0))
-    min_post = masked_min(cfp, post)
-    factor = annuity_factor(r, m.astype(float), v_m)
-    annuity_dk = np.where(has_post, min_post * factor, 0.0)
-    level_f = 1.0 / m_c + r_c * (m_c - j + 1) / m_c
-    level_dk = masked_min(safe_div(cfp, level_f, INF), post & (level_f > 0))
-    ratio_r = safe_div(cfp, np.broadcast_to(r_c, cfp.shape), INF)
-    bullet_dic = np.where(r != 0, masked_min(ratio_r, post), INF)
-    iok = np.where((io > 0) & (r != 0), masked_min(ratio_r, in_io), INF)
+    in_io_rows = np.flatnonzero((io > 0) & (r != 0))
+    iok = np.full(len(r), INF)
+    if len(in_io_rows):
+        ratio_io = cfp[in_io_rows] / r_c[in_io_rows]
+        iok[in_io_rows] = masked_min(ratio_io, in_io[in_io_rows])
 
     refi_end = n_periods - refi_buffer * ppy
-    window = (p > n_c) & (p <= refi_end)
-    rf = (rate + refi_spread) / ppy
-    disc_f = np.cumprod(np.where(p > n_c, (1.0 / (1.0 + rf))[:, None], 1.0), axis=1)
-    tail = seqsum(np.where(window, cfp * disc_f, 0.0))
-
     is_bullet = amort == BULLET
-    dk = np.select([amort == SCULPTED, amort == ANNUITY, amort == LEVEL], [sculpted_dk, annuity_dk, level_dk],
-                   bullet_dic)
+    dk = np.zeros(len(r))
+    tailk = np.full(len(r), INF)
+    u = np.zeros_like(cfp)
+    codes = np.unique(amort)
+    for code in codes:
+        sel = slice(None) if len(codes) == 1 else np.flatnonzero(amort == code)
+        dk[sel], u[sel], tail = _profile(int(code), cfp[sel], p, io[sel], n[sel], rate[sel], ppy, refi_end,
+                                         refi_spread)
+        if code == BULLET:
+            tailk[sel] = tail
     dk = np.where(has_post, dk, 0.0)  # D12: no post-IO period, no debt
-    tailk = np.where(is_bullet, tail, INF)
-
-    # service per unit of debt
-    amort_c = amort[:, None]
-    post_u = np.select(
-        [amort_c == SCULPTED, amort_c == ANNUITY, amort_c == LEVEL],
-        [safe_div(cfp, sculpted_dk[:, None], 0.0), safe_div(np.ones_like(cfp), factor[:, None], 0.0),
-         level_f],
-        r_c,  # bullet: interest only to n
-    )
-    u = np.where(in_io, r_c, np.where(post, post_u, 0.0))
-    refi_u = safe_div(cfp, tail[:, None], 0.0)
-    u = np.where(is_bullet[:, None] & window, refi_u, u)
+    u = np.where(in_io, r_c, u)  # IO periods pay interest on the full amount
     test = np.where(is_bullet, refi_end, n)
     in_test = p <= test[:, None]
 
@@ -151,10 +172,7 @@ def size_classes(cases: CaseTable, case: np.ndarray, amort: np.ndarray, rate: np
     q_min = np.fmin.reduce(ratio, axis=1)  # fmin skips NaN; all-NaN (no service) stays NaN
     q_sum = seqsum(np.where(served, ratio, 0.0))
     q_count = served.sum(axis=1)
-    q_stress = np.stack(
-        [np.fmin.reduce(cases.stress_cash[case, s] * inv, axis=1) for s in range(cases.stress_cash.shape[1])],
-        axis=1,
-    )
+    q_stress = np.fmin.reduce(cases.stress_cash[case] * inv[:, None, :], axis=2)  # classes x scenarios
     by_year = u.reshape(len(r), n_periods // ppy, ppy)
     year_constant = np.all(by_year == by_year[:, :, :1], axis=(1, 2))  # service equal within each lease year
     return SeniorClasses(dk=dk, iok=iok, tailk=tailk, u=u, test_periods=test, opening=opening, interest=interest,
