@@ -103,7 +103,7 @@ def test_cardinality_and_presets(capsys):
 
 
 def test_run_top_runs_and_rerun(capsys):
-    code, out, err = call(capsys, "run", "--project", str(LONDON), "--preset", "current_1920")
+    code, out, _ = call(capsys, "run", "--project", str(LONDON), "--preset", "current_1920")
     assert code == 0 and out["cardinality"] == out["evaluated"] == 1920
     assert set(out) >= {"run_id", "seed", "cardinality", "evaluated", "counts", "top", "elapsed_s"}
     assert out["seed"] == 424242 and set(out["counts"]) == {"Diamond", "Gold", "Silver", "Bronze", "Not viable"}
@@ -121,7 +121,7 @@ def test_run_top_runs_and_rerun(capsys):
 
 def test_run_over_the_guardrail_exits_3(capsys, monkeypatch):
     monkeypatch.setenv("PHASE1_MAX_PERMUTATIONS", "1000")
-    code, out, err = call(capsys, "run", "--project", str(LONDON), "--preset", "current_1920")
+    code, out, _ = call(capsys, "run", "--project", str(LONDON), "--preset", "current_1920")
     assert code == 3 and "1,920" in out["message"] and "1,000" in out["message"]
     code, out, _ = call(capsys, "run", "--project", str(LONDON), "--preset", "current_1920", "--sample", "200")
     assert code == 0 and out["evaluated"] == 200

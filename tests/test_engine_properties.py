@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from samples import sample
 
 from phase1lib.engine import evaluate_points, run, schedule
 from phase1lib.engine.cashflows import STRESS_NAMES
@@ -18,7 +19,6 @@ from phase1lib.engine.hints import LEVERS
 from phase1lib.presets import preset_ranges
 from phase1lib.ranges import parse_ranges
 from phase1lib.ruleset import load_ruleset
-from samples import sample
 
 LONDON = sample()
 

@@ -8,13 +8,13 @@ import os
 import numpy as np
 import polars as pl
 import pytest
+from samples import sample
 
 from phase1lib.engine import run
 from phase1lib.engine.runner import rank_rows
 from phase1lib.errors import GuardrailError, NotFoundError
 from phase1lib.presets import preset_ranges
 from phase1lib.runs import has_run, list_runs, load_run, runs_dir, save_run
-from samples import sample
 
 LONDON = sample()
 
