@@ -50,11 +50,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import admin_cmds, project_cmds, run_cmds
+    from . import admin_cmds, export_cmds, project_cmds, run_cmds, serve_cmds
 
     parser = _Parser(prog="phase1", description="Phase-1 Workbench: structure data-centre lease securitisations.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (project_cmds, run_cmds, admin_cmds):
+    for module in (project_cmds, run_cmds, export_cmds, admin_cmds, serve_cmds):
         module.register(sub)
     return parser
 
