@@ -60,19 +60,24 @@ def size_mezz(lender_pos: np.ndarray, senior_service: np.ndarray, coupon: np.nda
     sched = [np.zeros((rows, n_periods)) for _ in range(3)] if full else None
     for code in codes:
         sel = slice(None) if single else np.flatnonzero(amort == code)
-        live = p <= periods[sel, None]
+        all_live = bool(periods[sel].min() >= n_periods)  # usual: the mezz runs to the group's last period
+        live = np.ones((1, n_periods), dtype=bool) if all_live else p <= periods[sel, None]
         cover = lender_pos[sel] / dscr[sel, None]
         cap = cover - senior_service[sel]
-        cap = np.where(live & (cap > 1e-9 * cover), cap, 0.0)  # D18: rounding noise is no capacity
+        keep = cap > 1e-9 * cover  # D18: rounding noise is no capacity
+        cap = np.where(keep if all_live else live & keep, cap, 0.0)
         r = coupon[sel] / ppy
-        vp = powers(1.0 / (1.0 + r), n_periods)
+        rates, which = np.unique(r, return_inverse=True)  # few distinct coupons: discount factors once each
+        vp_table = powers(1.0 / (1.0 + rates), n_periods)
+        vp = vp_table if len(rates) == 1 else vp_table[which.ravel()]
         m = np.maximum(periods[sel], 1).astype(float)
         if code == SCULPTED:
             pv = np.add.accumulate(cap * vp, axis=1)
             capacity = pv[:, -1]
         elif code == ANNUITY:
             min_cap = masked_min(cap, live)
-            v_m = np.take_along_axis(vp, np.maximum(periods[sel] - 1, 0)[:, None], axis=1)[:, 0]
+            v_m = np.take_along_axis(np.broadcast_to(vp, cap.shape), np.maximum(periods[sel] - 1, 0)[:, None],
+                                     axis=1)[:, 0]
             capacity = min_cap * np.where(r == 0, m, safe_div(1.0 - v_m, r, 0.0))
         else:
             level_f = _level_factor(m, r, p)
@@ -83,11 +88,13 @@ def size_mezz(lender_pos: np.ndarray, senior_service: np.ndarray, coupon: np.nda
         if code == SCULPTED:
             svc = cap * scale[:, None]
             # principal_p / amount = (M_p - r (PV of M after p-1) (1 + r)^(p-1)) / capacity, scale-free
-            pv_before = np.concatenate([np.zeros((len(pv), 1)), pv[:, :-1]], axis=1)
-            vp_before = np.concatenate([np.ones((len(pv), 1)), vp[:, :-1]], axis=1)
-            owed = (capacity[:, None] - pv_before) / vp_before
+            owed = np.empty_like(pv)  # PV at p-1 of the service still due, per unit of capacity
+            owed[:, 0] = capacity
+            np.subtract(capacity[:, None], pv[:, :-1], out=owed[:, 1:])
+            owed[:, 1:] /= vp[:, :-1]
+            principal = cap - r[:, None] * owed
             with np.errstate(invalid="ignore", divide="ignore"):
-                lowest = np.min(np.where(live, cap - r[:, None] * owed, INF), axis=1) / capacity
+                lowest = (principal if all_live else np.where(live, principal, INF)).min(axis=1) / capacity
             min_ratio[sel] = np.where(amt > 0, lowest, 0.0)
         elif code == ANNUITY:
             svc = np.where(live, (min_cap * scale)[:, None], 0.0)
@@ -99,7 +106,9 @@ def size_mezz(lender_pos: np.ndarray, senior_service: np.ndarray, coupon: np.nda
         else:
             service[sel] = svc
         if sched is not None:
-            for target, part in zip(sched, _schedule(amt, svc, r, live, vp), strict=True):
+            grid_live = np.broadcast_to(live, cap.shape)
+            for target, part in zip(sched, _schedule(amt, svc, r, grid_live, np.broadcast_to(vp, cap.shape)),
+                                    strict=True):
                 target[sel] = part
     assert service is not None
     if sched is None:

@@ -143,7 +143,8 @@ def size_classes(cases: CaseTable, case: np.ndarray, amort: np.ndarray, rate: np
 
     # unit note schedule (balloon excluded from u): B_p = (1 - sum_{q<=p} u_q v^q) / v^p
     note = p <= n_c
-    vp = powers(v, n_periods)
+    rates, which = np.unique(v, return_inverse=True)  # few distinct rates: v^p once per rate
+    vp = powers(rates, n_periods)[which.ravel()]
     u_note = np.where(note, u, 0.0)
     closing = (1.0 - np.add.accumulate(u_note * vp, axis=1)) / vp
     closing = np.where(is_bullet[:, None], np.where(p < n_c, 1.0, 0.0), closing)
@@ -165,10 +166,11 @@ def size_classes(cases: CaseTable, case: np.ndarray, amort: np.ndarray, rate: np
     total = np.take_along_axis(cs, np.maximum(test - 1, 0)[:, None], axis=1)[:, 0]
     dsra = np.where(test < w, total, dsra)
 
-    llcr_num = seqsum(np.where(in_test, cases.lender[case] * vp, 0.0))
+    lender = cases.lender[case]
+    llcr_num = seqsum(np.where(in_test, lender * vp, 0.0))
     served = in_test & (u > 0)
     inv = np.divide(1.0, u, out=np.full(u.shape, np.nan), where=served)  # NaN where not served
-    ratio = cases.lender[case] * inv
+    ratio = lender * inv
     q_min = np.fmin.reduce(ratio, axis=1)  # fmin skips NaN; all-NaN (no service) stays NaN
     q_sum = seqsum(np.where(served, ratio, 0.0))
     q_count = served.sum(axis=1)

@@ -51,6 +51,8 @@ T = TypeVar("T")
 MAX_SEED = 2**63 - 1
 RUN_FIELDS = ("seed", "topn", "ranges", "preset", "project", "sample")
 CORE = ("phase1_core",)
+#: The home page lists the dashboards in the analyst's order; other notebooks follow alphabetically.
+FLOW_ORDER = ("Projects", "Permutations", "Run", "Securitisation", "Ops_Monitor")
 
 
 def _problem(status: int, kind: str, message: str) -> Phase1Error:
@@ -403,7 +405,8 @@ class HomeHandler(Phase1Handler):
         prefix = settings.dashboards_url_path
         base = self.settings.get("base_url", "/")
         dashboards = []
-        for path in sorted(folder.glob("*.ipynb")) if folder.is_dir() else []:
+        found = sorted(folder.glob("*.ipynb")) if folder.is_dir() else []
+        for path in sorted(found, key=lambda p: (FLOW_ORDER.index(p.stem) if p.stem in FLOW_ORDER else 99, p.stem)):
             rel = f"{prefix}/{path.name}" if prefix else path.name
             dashboards.append({"name": path.stem.replace("_", " ").strip().title(),
                                "url": f"{base}voila/render/{quote(rel)}"})

@@ -1,0 +1,401 @@
+"""Shared widgets: the page style and navigation, notices, a sortable table, chart images, downloads.
+
+All of them are plain ipywidgets (no extension JavaScript beyond what ipywidgets ships), so they work
+offline in Voila and can be built, filled and clicked by plain pytest without a browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ipywidgets as widgets
+
+from ..errors import InputError, Phase1Error
+from .format import TIER_COLOURS, esc, tier_slug
+
+PAGES = (("Projects", "Projects.ipynb"), ("Permutations", "Permutations.ipynb"), ("Run", "Run.ipynb"),
+         ("Securitisation", "Securitisation.ipynb"), ("Ops Monitor", "Ops_Monitor.ipynb"))
+
+_TIER_CSS = "\n".join(
+    f".p1-tier-{tier_slug(t)} {{ background: {c}; color: {'#333' if t in ('Not viable', 'Gold') else '#fff'}; }}"
+    for t, c in TIER_COLOURS.items())
+
+STYLE_CSS = """
+.p1-app { font-family: -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif; color: #1f2933;
+          max-width: 1280px; }
+.p1-nav { display: flex; gap: 4px; align-items: center; border-bottom: 2px solid #1f4e79; padding: 4px 0 6px 0;
+          margin-bottom: 8px; }
+.p1-nav a { padding: 4px 10px; border-radius: 4px; text-decoration: none; color: #1f4e79; font-weight: 500; }
+.p1-nav a.p1-current { background: #1f4e79; color: #fff; }
+.p1-nav .p1-brand { font-weight: 700; color: #1f4e79; margin-right: 12px; font-size: 15px; }
+.p1-nav .p1-user { margin-left: auto; color: #52606d; font-size: 12px; }
+.p1-h2 { font-size: 16px; font-weight: 600; color: #1f4e79; margin: 10px 0 4px 0; }
+.p1-h3 { font-size: 13px; font-weight: 600; color: #334e68; margin: 8px 0 2px 0; text-transform: uppercase;
+         letter-spacing: 0.04em; }
+.p1-muted { color: #7b8794; font-size: 12px; }
+.p1-msg { font-size: 12px; line-height: 1.3; }
+.p1-msg-error { color: #b42318; }
+.p1-msg-ok { color: #1e7b34; }
+.p1-notice { padding: 6px 10px; border-radius: 4px; font-size: 13px; margin: 4px 0; }
+.p1-notice-error { background: #fdecea; color: #8a1c12; border-left: 4px solid #b42318; }
+.p1-notice-ok { background: #e8f5e9; color: #1b5e20; border-left: 4px solid #2e7d32; }
+.p1-notice-info { background: #e8f1fa; color: #1f4e79; border-left: 4px solid #2b7bb9; }
+.p1-notice-warn { background: #fff4e5; color: #7a4a00; border-left: 4px solid #e69500; }
+.p1-notice ul { margin: 2px 0 0 0; padding-left: 18px; }
+.p1-tier { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 11px; font-weight: 600;
+           white-space: nowrap; }
+%TIERS%
+.p1-kv { border-collapse: collapse; font-size: 13px; }
+.p1-kv td { padding: 2px 10px 2px 0; vertical-align: top; }
+.p1-kv td.p1-k { color: #52606d; white-space: nowrap; }
+.p1-kv td.p1-v { font-variant-numeric: tabular-nums; text-align: right; white-space: nowrap; }
+.p1-kv.p1-kv-text td.p1-v { text-align: left; }
+.p1-app a:not(.p1-nav a) { color: #1f4e79; text-decoration: underline; }
+.p1-ok { color: #1e7b34; font-weight: 600; }
+.p1-bad { color: #b42318; font-weight: 600; }
+.p1-grid { border-collapse: collapse; font-size: 12px; }
+.p1-grid th { text-align: right; color: #52606d; font-weight: 600; padding: 3px 8px;
+              border-bottom: 1px solid #cbd2d9; white-space: nowrap; }
+.p1-grid td { text-align: right; padding: 3px 8px; border-bottom: 1px solid #eef0f2;
+              font-variant-numeric: tabular-nums; white-space: nowrap; }
+.p1-grid th.p1-left, .p1-grid td.p1-left { text-align: left; }
+.p1-grid td.p1-bad { color: #b42318; font-weight: 600; }
+.p1-table .p1-th button, .p1-table button.p1-th { font-weight: 600; color: #334e68; background: #f0f4f8;
+           font-size: 12px; }
+.p1-cell { font-size: 12px; font-variant-numeric: tabular-nums; border-bottom: 1px solid #eef0f2;
+           padding: 0 6px; white-space: nowrap; overflow: hidden; }
+.p1-cell.p1-right { text-align: right; }
+.p1-cell.p1-right .widget-html-content, .p1-right > .widget-html-content { justify-content: flex-end;
+           text-align: right; width: 100%; }
+.p1-selected { background: #fff8db; }
+.p1-figure { font-size: 26px; font-weight: 600; color: #1f2933; font-variant-numeric: tabular-nums; }
+.p1-figure-label { font-size: 11px; color: #7b8794; text-transform: uppercase; letter-spacing: 0.04em; }
+.p1-card { border: 1px solid #e4e7eb; border-radius: 6px; padding: 6px 12px; margin: 0 8px 8px 0;
+           background: #fff; }
+.p1-go { font-size: 22px; font-weight: 700; padding: 4px 14px; border-radius: 6px; color: #fff;
+         display: inline-block; }
+.p1-go-GO { background: #2e7d32; }
+.p1-go-NO-GO { background: #b42318; }
+.p1-download a, a.p1-download { display: inline-block; padding: 5px 12px; border-radius: 4px;
+           background: #1f4e79; color: #fff !important; text-decoration: none; font-size: 13px; }
+""".replace("%TIERS%", _TIER_CSS)
+
+
+def style() -> widgets.HTML:
+    """The shared CSS, as an HTML widget placed once at the top of every dashboard."""
+    return widgets.HTML(f"<style>{STYLE_CSS}</style>", layout=widgets.Layout(height="0px", margin="0"))
+
+
+def nav_bar(current: str, user: str | None) -> widgets.HTML:
+    """Links to the five dashboards (relative, so they work under ``phase1 serve`` and plain Voila)."""
+    links = "".join(
+        f'<a href="{esc(href)}" class="{"p1-current" if name == current else ""}">{esc(name)}</a>'
+        for name, href in PAGES)
+    who = f"Signed in as <b>{esc(user)}</b>" if user else "Not signed in"
+    return widgets.HTML(f'<div class="p1-nav"><span class="p1-brand">Phase-1 Workbench</span>{links}'
+                        f'<span class="p1-user">{who}</span></div>')
+
+
+def page(current: str, user: str | None, *children: widgets.Widget) -> widgets.VBox:
+    """A dashboard page: style, navigation, then the content."""
+    box = widgets.VBox([style(), nav_bar(current, user), *children])
+    box.add_class("p1-app")
+    return box
+
+
+def heading(text: str, level: int = 2) -> widgets.HTML:
+    return widgets.HTML(f'<div class="p1-h{level}">{esc(text)}</div>')
+
+
+def plain_text(markup: str) -> str:
+    """Widget HTML as the reader sees it: tags removed, entities decoded, spaces collapsed."""
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", markup))).strip()
+
+
+def error_text(error: BaseException) -> str:
+    """A user-facing message for an error: every field problem of an InputError, else its message."""
+    if isinstance(error, InputError):
+        return "; ".join(f"{e.field}: {e.message}" for e in error.errors)
+    if isinstance(error, Phase1Error):
+        return str(error)
+    return f"unexpected error ({type(error).__name__}): {error}"
+
+
+class Notice(widgets.HTML):
+    """A one-line (or listed) status message: ok, info, warn or error; empty when cleared."""
+
+    kind = ""
+
+    def show(self, kind: str, text: str, items: Sequence[str] = ()) -> None:
+        self.kind = kind
+        listed = "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>" if items else ""
+        self.value = f'<div class="p1-notice p1-notice-{kind}">{esc(text)}{listed}</div>'
+
+    def ok(self, text: str, items: Sequence[str] = ()) -> None:
+        self.show("ok", text, items)
+
+    def info(self, text: str, items: Sequence[str] = ()) -> None:
+        self.show("info", text, items)
+
+    def warn(self, text: str, items: Sequence[str] = ()) -> None:
+        self.show("warn", text, items)
+
+    def error(self, text: str, items: Sequence[str] = ()) -> None:
+        self.show("error", text, items)
+
+    def failure(self, what: str, error: BaseException) -> None:
+        """Show an error of an action: 'Could not <what>: ...' listing every field problem."""
+        if isinstance(error, InputError):
+            self.error(f"Could not {what}:", [f"{e.field}: {e.message}" for e in error.errors])
+        else:
+            self.error(f"Could not {what}: {error_text(error)}")
+
+    def clear(self) -> None:
+        self.kind = ""
+        self.value = ""
+
+    @property
+    def text(self) -> str:
+        """The message without markup (for tests and logs)."""
+        return plain_text(self.value)
+
+
+def kv_table(rows: Sequence[tuple[str, str]], css: str = "p1-kv", numeric: bool = True) -> str:
+    """Label / value pairs as an HTML table (values are already-formatted HTML).
+
+    Figures are right-aligned so digits line up; ``numeric=False`` left-aligns text such as states and names.
+    """
+    cls = css if numeric else f"{css} p1-kv-text"
+    body = "".join(f'<tr><td class="p1-k">{esc(k)}</td><td class="p1-v">{v}</td></tr>' for k, v in rows)
+    return f'<table class="{cls}">{body}</table>'
+
+
+def grid_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int] = (0,),
+               empty: str = "Nothing yet.") -> str:
+    """A compact HTML table; cells are HTML; columns in ``left`` are left-aligned, the rest right."""
+    if not rows:
+        return f'<div class="p1-muted">{esc(empty)}</div>'
+
+    def cls(i: int) -> str:
+        return ' class="p1-left"' if i in left else ""
+
+    head = "".join(f"<th{cls(i)}>{esc(h)}</th>" for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f'<table class="p1-grid"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def figure_card(label: str, value: str) -> str:
+    """A headline figure with its label (status tiles)."""
+    return (f'<div class="p1-card"><div class="p1-figure-label">{esc(label)}</div>'
+            f'<div class="p1-figure">{value}</div></div>')
+
+
+# ---- sortable table ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: header label, cell HTML, sort value (None sorts last) and layout."""
+
+    key: str
+    label: str
+    render: Callable[[dict[str, Any]], str]
+    sort_value: Callable[[dict[str, Any]], Any]
+    width: str = "90px"
+    align: str = "right"
+
+
+class SortableTable(widgets.VBox):
+    """A table of rows with clickable headers (sort ascending / descending) and an Open button per row.
+
+    ``rows`` are dicts; ``on_open(row)`` runs when a row's button is clicked; ``open_label(row)`` names it.
+    """
+
+    def __init__(self, columns: Sequence[Column], on_open: Callable[[dict[str, Any]], None] | None = None,
+                 open_label: Callable[[dict[str, Any]], str] = lambda row: "Open", open_width: str = "64px"):
+        super().__init__()
+        self.columns = list(columns)
+        self.on_open = on_open
+        self.open_label = open_label
+        self.rows: list[dict[str, Any]] = []
+        self.sort_key: str | None = None
+        self.descending = False
+        self.selected: dict[str, Any] | None = None
+        self.header = [self._header_button(c) for c in self.columns]
+        self._open_buttons: list[widgets.Button] = []
+        self._cells: list[list[widgets.HTML]] = []
+        self._template = " ".join([open_width] + [c.width for c in self.columns])
+        self.add_class("p1-table")
+        self._render()
+
+    def _header_button(self, column: Column) -> widgets.Button:
+        button = widgets.Button(description=column.label, tooltip=f"Sort by {column.label}",
+                                layout=widgets.Layout(width="auto", height="28px", padding="0 4px"))
+        button.add_class("p1-th")
+        button.on_click(lambda _b, key=column.key: self.toggle_sort(key))
+        return button
+
+    def set_columns(self, columns: Sequence[Column]) -> None:
+        """Replace the columns (e.g. another currency); rows and sort are reset."""
+        self.columns = list(columns)
+        self.header = [self._header_button(c) for c in self.columns]
+        self._cells, self._open_buttons = [], []
+        self._template = " ".join([self._template.split(" ")[0]] + [c.width for c in self.columns])
+        self.rows, self.sort_key, self.selected = [], None, None
+        self._render()
+
+    def set_rows(self, rows: Sequence[dict[str, Any]], keep_sort: bool = True) -> None:
+        """Replace the rows (keeping the current sort unless told otherwise)."""
+        self.rows = list(rows)
+        if not keep_sort:
+            self.sort_key = None
+        self.selected = None
+        self._apply_sort()
+
+    def toggle_sort(self, key: str) -> None:
+        """Sort by ``key``; a second click on the same column reverses the order."""
+        if self.sort_key == key:
+            self.descending = not self.descending
+        else:
+            self.sort_key, self.descending = key, False
+        self._apply_sort()
+
+    def sort_by(self, key: str, descending: bool = False) -> None:
+        self.sort_key, self.descending = key, descending
+        self._apply_sort()
+
+    def _apply_sort(self) -> None:
+        """Order the rows by the sort column; rows without a value always come last."""
+        if self.sort_key is not None:
+            column = next(c for c in self.columns if c.key == self.sort_key)
+            present = [r for r in self.rows if column.sort_value(r) is not None]
+            missing = [r for r in self.rows if column.sort_value(r) is None]
+            present.sort(key=column.sort_value, reverse=self.descending)
+            self.rows = present + missing
+        self._render()
+
+    def select(self, row: dict[str, Any] | None) -> None:
+        """Highlight ``row`` (the structure shown below the table)."""
+        self.selected = row
+        for r, cells in zip(self.rows, self._cells, strict=False):
+            for cell in cells:
+                (cell.add_class if r is row else cell.remove_class)("p1-selected")
+
+    def _render(self) -> None:
+        for column, button in zip(self.columns, self.header, strict=True):
+            arrow = (" ▼" if self.descending else " ▲") if column.key == self.sort_key else ""
+            button.description = column.label + arrow
+        while len(self._cells) < len(self.rows):
+            self._add_row_widgets()
+        children: list[widgets.Widget] = [widgets.HTML(""), *self.header]
+        for i, row in enumerate(self.rows):
+            self._open_buttons[i].description = self.open_label(row)
+            children.append(self._open_buttons[i])
+            for column, cell in zip(self.columns, self._cells[i], strict=True):
+                cell.value = column.render(row)
+                (cell.add_class if row is self.selected else cell.remove_class)("p1-selected")
+                children.append(cell)
+        self.children = [widgets.GridBox(children, layout=widgets.Layout(
+            grid_template_columns=self._template, grid_gap="0px 0px", align_items="center", width="auto"))]
+
+    def _add_row_widgets(self) -> None:
+        index = len(self._cells)
+        button = widgets.Button(layout=widgets.Layout(width="58px", height="26px", margin="1px 4px 1px 0"))
+        button.on_click(lambda _b, i=index: self._open(i))
+        self._open_buttons.append(button)
+        cells = []
+        for column in self.columns:
+            cell = widgets.HTML(layout=widgets.Layout(height="28px", align_items="center"))
+            cell.add_class("p1-cell")
+            if column.align == "right":
+                cell.add_class("p1-right")
+            cells.append(cell)
+        self._cells.append(cells)
+
+    def _open(self, index: int) -> None:
+        if index < len(self.rows) and self.on_open is not None:
+            self.on_open(self.rows[index])
+
+    def open_row(self, index: int) -> None:
+        """Click the Open button of the row at ``index`` (0-based, in the displayed order)."""
+        self._open_buttons[index].click()
+
+    def cell_text(self, row_index: int, key: str) -> str:
+        """The text of one displayed cell (markup removed)."""
+        col = next(i for i, c in enumerate(self.columns) if c.key == key)
+        return plain_text(self._cells[row_index][col].value)
+
+
+# ---- charts and downloads ------------------------------------------------------------------------------------
+
+
+def figure_png(fig: Any) -> bytes:
+    """PNG bytes of a matplotlib Figure (Agg canvas: no display, no pyplot state, thread-safe)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+class Chart(widgets.Image):
+    """A chart as a PNG image widget; ``data`` keeps what was plotted (for tests and tooltips)."""
+
+    def __init__(self, width: str = "520px", **kwargs: Any):
+        super().__init__(format="png", layout=widgets.Layout(width=width, height="auto"), **kwargs)
+        self.data: dict[str, Any] = {}
+
+    def show(self, fig: Any, data: dict[str, Any] | None = None) -> None:
+        self.value = figure_png(fig)
+        self.data = data or {}
+
+    def clear(self) -> None:
+        self.value = b""
+        self.data = {}
+
+
+def data_url(content: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(content).decode('ascii')}"
+
+
+def decode_data_url(html_text: str) -> tuple[bytes, str, str]:
+    """(content, file name, mime) of the first ``<a download href="data:...">`` in a widget's HTML."""
+    m = re.search(r'href="data:([^;"]+);base64,([^"]+)"[^>]*download="([^"]+)"', html_text)
+    if not m:
+        raise ValueError("no data-URL download link in this HTML")
+    return base64.b64decode(m.group(2)), m.group(3), m.group(1)
+
+
+def _size(n: int) -> str:
+    """A file size as people read it: 812 bytes, 2.5 KB, 24 KB, 1.3 MB."""
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 10 * 1024:
+        return f"{n / 1024:.1f} KB"
+    if n < 1024 * 1024:
+        return f"{n / 1024:,.0f} KB"
+    return f"{n / 1024 / 1024:.1f} MB"
+
+
+class DownloadLink(widgets.HTML):
+    """Hands a file to the browser through the widget connection: a ``data:`` URL link, nothing on disk."""
+
+    def offer(self, content: bytes, filename: str, mime: str, label: str | None = None) -> None:
+        size = _size(len(content))
+        text = esc(label or f"Save {filename}")
+        self.value = (f'<span class="p1-download"><a href="{data_url(content, mime)}" download="{esc(filename)}" '
+                      f'title="{esc(filename)}">⤓ {text}</a> <span class="p1-muted">{size}</span></span>')
+
+    def clear(self) -> None:
+        self.value = ""
+
+    def payload(self) -> tuple[bytes, str, str]:
+        """(content, file name, mime) decoded back from the link, as a browser would save it."""
+        return decode_data_url(self.value)

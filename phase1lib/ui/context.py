@@ -1,0 +1,140 @@
+"""Who is using a dashboard, which store and runs folder it works on, and the analyst's workspace.
+
+Every dashboard is one Voila notebook with its own kernel, so what one dashboard hands to the next
+(the validated project, the chosen ranges, the last run) lives in the shared store, keyed by user:
+the :class:`Workspace`. The identity comes from the server (``phase1 serve`` starts each kernel with
+the logged-in admin in its environment, see :data:`USER_ENVS`), so a dashboard never asks for credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import config
+from ..auth import DEV_ADMIN
+from ..errors import ForbiddenError
+from ..store import Store, Write, open_store
+
+#: Store namespace of the per-user workspaces.
+NS_WORKSPACE = "ui_workspace"
+#: Environment variables naming the logged-in admin of the kernel, first found wins: the request header
+#: ``X-Phase1-User`` that the server sets from the session (Voila passes it as HTTP_X_PHASE1_USER when
+#: configured with ``http_header_envs``), then PHASE1_USER for a kernel started by hand.
+USER_ENVS = ("HTTP_X_PHASE1_USER", "PHASE1_USER")
+USER_ENV = "PHASE1_USER"
+WORKSPACE_KEYS = ("project", "ranges", "preset", "sample", "last_run_id", "rank")
+
+
+def repo_root() -> Path | None:
+    """The source checkout holding ``phase1lib`` (editable install), if there is one."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def default_home(env: Mapping[str, str] | None = None) -> Path:
+    """PHASE1_HOME, else ``.phase1`` of the checkout (not of the kernel's folder, which Voila serves)."""
+    env = os.environ if env is None else env
+    if env.get("PHASE1_HOME"):
+        return Path(env["PHASE1_HOME"]).resolve()
+    root = repo_root()
+    return (root / ".phase1") if root else config.phase1_home()
+
+
+def examples_dir() -> Path | None:
+    """The sample projects folder (``examples/`` of the checkout), if present."""
+    root = repo_root()
+    folder = root / "examples" if root else None
+    return folder if folder and folder.is_dir() else None
+
+
+class Workspace:
+    """The analyst's hand-over between dashboards: project, ranges, preset, sample, last run, rank."""
+
+    def __init__(self, store: Store, user: str | None):
+        self.store = store
+        self.key = user or "anonymous"
+
+    def get(self) -> dict[str, Any]:
+        """The current workspace (empty when nothing was saved yet)."""
+        return dict(self.store.read(NS_WORKSPACE, self.key) or {})
+
+    def update(self, **changes: Any) -> dict[str, Any]:
+        """Merge ``changes`` (None removes a key) in one store transaction; returns the new workspace."""
+        unknown = sorted(set(changes) - set(WORKSPACE_KEYS))
+        if unknown:
+            raise KeyError(f"unknown workspace keys: {', '.join(unknown)}")
+
+        def fn(doc: dict[str, Any] | None) -> Write:
+            new = dict(doc or {})
+            for key, value in changes.items():
+                if value is None:
+                    new.pop(key, None)
+                else:
+                    new[key] = value
+            return Write(doc=new, result=new)
+
+        return dict(self.store.transact(NS_WORKSPACE, self.key, fn))
+
+
+@dataclass
+class AppContext:
+    """Store, runs folder and identity a dashboard acts with (tests build one on a temporary store)."""
+
+    store: Store
+    home: Path
+    user: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AppContext:
+        """The served context: the configured store, PHASE1_HOME and the kernel's user (:data:`USER_ENVS`)."""
+        env = dict(os.environ if env is None else env)
+        home = default_home(env)
+        env["PHASE1_HOME"] = str(home)
+        user = next((value for name in USER_ENVS if (value := (env.get(name) or "").strip())), None)
+        return cls(store=open_store(env), home=home, user=user)
+
+    @property
+    def workspace(self) -> Workspace:
+        return Workspace(self.store, self.user)
+
+    def admin_problem(self) -> str | None:
+        """Why this context may not take admin actions, or None when it may.
+
+        An admin is a known, enabled user of the store; ``dev-admin`` only counts with APP_ENV=dev.
+        """
+        if not self.user:
+            return ("no logged-in admin: open this dashboard through `phase1 serve` and log in "
+                    f"(or start Voila with {USER_ENV}=<admin user>)")
+        if self.user == DEV_ADMIN:
+            return None if _app_env() == "dev" else "the dev admin only exists with APP_ENV=dev"
+        doc = self.store.get_user(self.user)
+        if doc is None:
+            return f"{self.user!r} is not an admin user of this store"
+        if doc.get("disabled"):
+            return f"admin {self.user!r} is disabled"
+        return None
+
+    def require_admin(self) -> str:
+        """The acting admin's name, or ForbiddenError saying why not."""
+        problem = self.admin_problem()
+        if problem:
+            raise ForbiddenError(problem)
+        assert self.user is not None
+        return self.user
+
+
+def _app_env() -> str:
+    try:
+        return config.app_env()
+    except ValueError:
+        return "prod"
+
+
+def request_id() -> str:
+    """A request id for audit entries of dashboard actions."""
+    return f"ui-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,244 @@
+"""Run dashboard: seed and Top-N, a run in a background thread with a progress bar fed by the engine's chunk
+progress, cancel, the summary (counts by tier, elapsed time, run_id) and the earlier runs to reopen.
+
+The engine runs through ``service.execute_run`` (flags, canary ruleset, persistence, metrics), on a thread
+so the page stays responsive; widget updates from that thread go to the browser as they happen.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import ipywidgets as widgets
+
+from .. import service
+from ..engine import RunCancelled, RunResult
+from ..engine.runner import DEFAULT_SEED, DEFAULT_TOPN
+from ..errors import Phase1Error
+from ..project import Project, validate_project
+from ..ranges import parse_ranges
+from ..runs import list_runs, load_run
+from .components import Notice, heading, kv_table, page
+from .context import AppContext
+from .format import TIER_ORDER, esc, number, seconds, tier_badge, timestamp
+
+#: Seconds between two progress-bar updates (the last one always shows).
+PROGRESS_EVERY_S = 0.1
+
+
+def tier_counts_html(counts: Mapping[str, int]) -> str:
+    """Counts by tier as badges: 'Diamond 3  Gold 9 ...'."""
+    return " ".join(f'{tier_badge(t)} <b>{number(counts.get(t, 0))}</b>&nbsp;' for t in TIER_ORDER)
+
+
+def run_label(meta: Mapping[str, Any]) -> str:
+    """One line per stored run for the reopen list."""
+    counts = meta.get("counts") or {}
+    viable = sum(counts.get(t, 0) for t in ("Diamond", "Gold", "Silver"))
+    return (f"{timestamp(meta.get('created_at'))} · {meta.get('title', '?')} · {meta.get('evaluated', 0):,} "
+            f"evaluated · {viable:,} viable · {meta.get('run_id')}")
+
+
+class RunDashboard:
+    """The Run page; ``widget`` is what Voila displays."""
+
+    def __init__(self, ctx: AppContext, workers: int | None = None):
+        self.ctx = ctx
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.seed = widgets.IntText(value=DEFAULT_SEED, description="Seed", layout=widgets.Layout(width="200px"))
+        self.topn = widgets.BoundedIntText(value=DEFAULT_TOPN, min=1, max=1000, description="Top-N",
+                                           layout=widgets.Layout(width="160px"))
+        self.run_button = widgets.Button(description="Run", button_style="primary", icon="play",
+                                         layout=widgets.Layout(width="110px"))
+        self.cancel_button = widgets.Button(description="Cancel", button_style="warning", icon="stop",
+                                            disabled=True, layout=widgets.Layout(width="110px"))
+        self.run_button.on_click(lambda _b: self.start())
+        self.cancel_button.on_click(lambda _b: self.cancel())
+        self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="",
+                                              layout=widgets.Layout(width="420px"))
+        self.progress_text = widgets.HTML('<span class="p1-muted">Not started</span>')
+        self.inputs = widgets.HTML()
+        self.notice = Notice()
+        self.summary = widgets.HTML()
+        self.runs = widgets.Select(options=[], rows=8, layout=widgets.Layout(width="820px"))
+        self.reopen_button = widgets.Button(description="Reopen", icon="folder-open",
+                                            layout=widgets.Layout(width="110px"))
+        self.reopen_button.on_click(lambda _b: self.reopen(self.runs.value))
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh",
+                                             layout=widgets.Layout(width="110px"))
+        self.refresh_button.on_click(lambda _b: self.refresh())
+        self.result: RunResult | None = None
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._last_progress = 0.0
+        self.widget = self._layout()
+        self.show_inputs()
+        self.refresh_runs()
+
+    def _layout(self) -> widgets.Widget:
+        controls = widgets.HBox([self.seed, self.topn, self.run_button, self.cancel_button],
+                                layout=widgets.Layout(align_items="center", grid_gap="8px"))
+        bar = widgets.HBox([self.progress, self.progress_text], layout=widgets.Layout(align_items="center"))
+        earlier = widgets.VBox([heading("Earlier runs"), self.runs,
+                                widgets.HBox([self.reopen_button, self.refresh_button])])
+        return page("Run", self.ctx.user, self.inputs, controls, bar, self.notice, heading("Summary"),
+                    self.summary, earlier)
+
+    # ---- inputs from the workspace ------------------------------------------------------------------------
+    def plan(self) -> tuple[Project | None, dict[str, Any] | None, int | None, list[str]]:
+        """(project, ranges, sample, problems) from the workspace."""
+        ws = self.ctx.workspace.get()
+        problems: list[str] = []
+        project, errors = validate_project(ws["project"]) if ws.get("project") else (None, [])
+        if project is None:
+            problems.append("choose and validate a project in Projects" if not errors else
+                            "the saved project is no longer valid: fix it in Projects")
+        ranges = ws.get("ranges") if isinstance(ws.get("ranges"), dict) else None
+        if ranges is None:
+            problems.append("choose ranges or a preset in Permutations")
+        sample = ws.get("sample") or None
+        return project, ranges, sample, problems
+
+    def show_inputs(self) -> None:
+        """What a click on Run will evaluate."""
+        project, ranges, sample, problems = self.plan()
+        ws = self.ctx.workspace.get()
+        rows = [("Project", esc(project.title) if project else "–")]
+        if ranges is not None:
+            try:
+                card = parse_ranges(ranges, project).cardinality
+                what = f"preset {ws['preset']}" if ws.get("preset") else "custom ranges"
+                rows.append(("Ranges", f"{esc(what)} · {card:,} permutations"))
+                if sample:
+                    rows.append(("Sample", f"{sample:,} drawn at random"))
+            except Phase1Error as error:
+                problems.append(f"the saved ranges are invalid ({error}): fix them in Permutations")
+        self.inputs.value = kv_table(rows, numeric=False)
+        self.run_button.disabled = bool(problems) or self.running
+        if problems:
+            self.notice.info("Before running: " + "; ".join(problems) + ".")
+
+    # ---- running ---------------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> bool:
+        """Start the run on a background thread; False (with a message) when it cannot start."""
+        if self.running:
+            return False
+        self.show_inputs()
+        project, ranges, sample, problems = self.plan()
+        if problems or project is None or ranges is None:
+            self.notice.error("Cannot run yet: " + "; ".join(problems) + ".")
+            return False
+        self.result, self.error = None, None
+        self._cancel = threading.Event()
+        self.progress.value, self.progress.bar_style = 0.0, "info"
+        self.progress_text.value = '<span class="p1-muted">Starting…</span>'
+        self.notice.info(f"Running {project.title}…")
+        self.summary.value = ""
+        self.run_button.disabled, self.cancel_button.disabled = True, False
+        args = (project, ranges, int(self.seed.value), int(self.topn.value), sample)
+        self._thread = threading.Thread(target=self._work, args=args, name="phase1-ui-run", daemon=True)
+        self._thread.start()
+        return True
+
+    def cancel(self) -> None:
+        """Ask the engine to stop at the next chunk."""
+        if self.running:
+            self._cancel.set()
+            self.cancel_button.disabled = True
+            self.progress_text.value = '<span class="p1-muted">Cancelling…</span>'
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the current run ends (tests, notebooks); True when it has ended."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.running
+
+    def _on_progress(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        share = done / total if total else 1.0
+        self.progress.value = share
+        self.progress_text.value = f"{done:,} / {total:,} permutations ({share:.0%})"
+
+    def _work(self, project: Project, ranges: dict[str, Any], seed: int, topn: int, sample: int | None) -> None:
+        started = time.perf_counter()
+        try:
+            result = service.execute_run(self.ctx.store, project, ranges, seed=seed, topn=topn, sample=sample,
+                                         workers=self.workers, progress=self._on_progress, cancel=self._cancel,
+                                         home=self.ctx.home)
+        except RunCancelled:
+            self.progress.bar_style = "warning"
+            self.notice.warn(f"Run cancelled after {seconds(time.perf_counter() - started)}; nothing was saved.")
+        except Exception as error:  # shown to the analyst; the thread must not die silently
+            self.error = error
+            self.progress.bar_style = "danger"
+            self.notice.failure("run", error)
+        else:
+            self.result = result
+            self.progress.value, self.progress.bar_style = 1.0, "success"
+            n = result.meta["evaluated"]
+            self.progress_text.value = f"{n:,} / {n:,} permutations (100%)"
+            self.ctx.workspace.update(last_run_id=result.run_id, rank=1 if result.top else None)
+            self.show_summary(result)
+            self.notice.ok(f"Run {result.run_id} finished: open Securitisation for the Top-{len(result.top)}.")
+            self.refresh_runs()
+        finally:
+            self.run_button.disabled, self.cancel_button.disabled = False, True
+
+    # ---- results ---------------------------------------------------------------------------------------------
+    def show_summary(self, result: RunResult) -> None:
+        """Counts by tier, elapsed time, run_id, seed and ruleset of a run."""
+        m = result.meta
+        rows = [("Run", f"<code>{esc(result.run_id)}</code>"), ("Project", esc(m["project"]["title"])),
+                ("Evaluated", f"{m['evaluated']:,} of {m['cardinality']:,} permutations"),
+                ("By tier", tier_counts_html(m["counts"])), ("Top-N", f"{len(result.top)} ranked"),
+                ("Elapsed", seconds(m["timings"]["engine_s"])), ("Seed", str(m["seed"])),
+                ("Ruleset", esc(m["ruleset"]["version"])), ("Created", timestamp(m["created_at"]))]
+        link = '<a href="Securitisation.ipynb">Open the Top-N in Securitisation →</a>'
+        table = kv_table(rows, "p1-kv p1-summary", numeric=False)
+        self.summary.value = f'{table}<div style="margin-top:4px">{link}</div>'
+
+    def refresh(self) -> None:
+        """Re-read the workspace (another dashboard may have changed it) and the stored runs."""
+        self.show_inputs()
+        self.refresh_runs()
+
+    def refresh_runs(self) -> None:
+        """List the stored runs, newest first."""
+        metas = list_runs(self.ctx.home, limit=200)
+        self.runs.options = [(run_label(m), m["run_id"]) for m in metas]
+        if metas and self.runs.value is None:
+            self.runs.value = metas[0]["run_id"]
+
+    def reopen(self, run_id: str | None) -> RunResult | None:
+        """Show an earlier run and make it the workspace's current run (for Securitisation)."""
+        if not run_id:
+            self.notice.error("Pick a run in the list first.")
+            return None
+        try:
+            result = load_run(run_id, self.ctx.home, frame=False)
+        except Phase1Error as error:
+            self.notice.failure(f"reopen run {run_id}", error)
+            return None
+        self.result = result
+        self.ctx.workspace.update(last_run_id=run_id, rank=1 if result.top else None)
+        self.show_summary(result)
+        self.notice.ok(f"Reopened run {run_id}: Securitisation now shows it.")
+        return result
+
+
+def run_dashboard(ctx: AppContext | None = None) -> widgets.Widget:
+    """The Run page for Voila (``ctx`` defaults to the served context)."""
+    return RunDashboard(ctx or AppContext.from_env()).widget
+

@@ -1,0 +1,296 @@
+"""The analyst's flow in a real browser: Playwright drives Debian's chromium against ``phase1 serve`` in prod.
+
+Log in with password and TOTP, validate the London sample, pick current_1920, run and watch the progress bar
+finish, read the Top-N with tiers, open rank 1, download its term sheet and read it with openpyxl, then as
+admin move the canary and roll it back. No request may leave loopback and the console must stay free of
+errors. A screenshot of every page goes to ``test-artifacts/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import string
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+PHASE1 = Path(sys.executable).with_name("phase1")
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+ADMIN, PASSWORD = "browser.admin", "correct horse battery staple"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+#: Widget pages can take a while on a 2-core CI machine: kernel start, then the dashboard's first draw.
+PAGE_TIMEOUT_MS = 90_000
+
+
+def _skip_reason() -> str | None:
+    """Why the browser test cannot run here, or None."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed in .venv (pip install playwright; never `playwright install`)"
+    if not CHROMIUM.exists():
+        return "Debian's chromium is missing (/usr/bin/chromium): apt-get install chromium"
+    if not PHASE1.exists():
+        return f"the phase1 command is not installed next to {sys.executable}"
+    done = subprocess.run([str(PHASE1), "serve", "--help"], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        return f"`phase1 serve` is not available yet: {(done.stderr or done.stdout).strip()[-300:]}"
+    return None
+
+
+def _secret(n: int = 40) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+    totp_secret: str
+    home: Path
+    log: Path
+    proc: subprocess.Popen = field(repr=False)
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"phase1 serve exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}api/phase1/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    pytest.fail(f"phase1 serve did not answer within {timeout_s:.0f} s: {log.read_text(errors='replace')[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``phase1 serve`` in prod on a free loopback port, with a fresh home and one admin."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    home = tmp_path_factory.mktemp("browser-home")
+    env = {k: v for k, v in os.environ.items() if k not in ("PHASE1_REDIS_URL", "PHASE1_USER", "JUPYTER_PATH")}
+    env.update(APP_ENV="prod", PHASE1_HOME=str(home), PHASE1_ADMIN_TOKEN=_secret(), PHASE1_COOKIE_SECRET=_secret(),
+               JUPYTER_CONFIG_DIR=str(home / "jupyter-config"), JUPYTER_DATA_DIR=str(home / "jupyter-data"),
+               JUPYTER_RUNTIME_DIR=str(home / "jupyter-runtime"), IPYTHONDIR=str(home / "ipython"),
+               MPLCONFIGDIR=str(home / "mpl"))
+    created = subprocess.run([str(PHASE1), "admin", "create-user", ADMIN, "--json"], input=PASSWORD + "\n",
+                             env=env, capture_output=True, text=True, timeout=120, check=True)
+    enrolment = json.loads(created.stdout)
+    # The dashboards' kernels learn the logged-in admin from their environment (phase1lib.ui.context.USER_ENVS).
+    env["PHASE1_USER"] = ADMIN
+    port = _free_port()
+    log = home / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(PHASE1), "serve", "--port", str(port), "--root-dir", str(ROOT)], cwd=ROOT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_until_up(url, proc, log)
+        yield Server(url, env, enrolment["totp_secret"], home, log, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Watch:
+    """What the browser did that it must not: requests off loopback, console errors, page errors."""
+
+    off_loopback: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+
+
+def _is_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("data", "blob", "about") or (parts.hostname or "") in LOOPBACK_HOSTS
+
+
+@pytest.fixture(scope="module")
+def browser_page(server: Server) -> Iterator[tuple[object, Watch]]:
+    from playwright.sync_api import sync_playwright
+
+    watch = Watch()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1360, "height": 2000}, accept_downloads=True)
+
+        def guard(route, request) -> None:
+            if _is_loopback(request.url):
+                route.continue_()
+            else:
+                watch.off_loopback.append(request.url)
+                route.abort()
+
+        context.route("**/*", guard)
+        page = context.new_page()
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        page.on("console", lambda msg: watch.console_errors.append(f"{page.url}: {msg.text}")
+                if msg.type == "error" else None)
+        page.on("pageerror", lambda error: watch.console_errors.append(f"{page.url}: {error}"))
+        try:
+            yield page, watch
+        finally:
+            context.close()
+            browser.close()
+
+
+def _shot(page, name: str) -> None:
+    page.wait_for_timeout(400)  # let the last widget updates paint
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _dashboard(page, server: Server, name: str, ready_text: str) -> None:
+    page.goto(f"{server.url}voila/render/dashboards/{name}.ipynb")
+    page.get_by_text(ready_text, exact=False).first.wait_for()
+
+
+def _button(page, text: str):
+    """A widget button by its exact label (Font Awesome icons add a glyph to the accessible name)."""
+    return page.locator("button.widget-button").filter(has_text=re.compile(rf"^\s*{re.escape(text)}\s*$"))
+
+
+def _notice(page, text: str) -> None:
+    page.locator(".p1-notice").filter(has_text=text).first.wait_for()
+
+
+def candidate_ruleset_file(folder: Path) -> Path:
+    from phase1lib.ruleset import load_ruleset
+
+    data = copy.deepcopy(load_ruleset("v1").data)
+    data.update(version="v2-browser", description="candidate for the browser test")
+    data["spread_bps"]["AAA"] = 75
+    path = folder / "candidate-v2-browser.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_analyst_flow_in_the_browser(server: Server, browser_page) -> None:
+    import pyotp
+    from openpyxl import load_workbook
+
+    page, watch = browser_page
+
+    # Log in: password, then the TOTP code.
+    page.goto(f"{server.url}phase1")
+    page.wait_for_url(re.compile(r"/auth/login"))
+    _shot(page, "00-login")
+    page.fill("#username", ADMIN)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/auth/mfa"))
+    page.fill("#code", pyotp.TOTP(server.totp_secret).now())
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/phase1"))
+    _shot(page, "01-home")
+
+    # Projects: the London sample, validated and handed over.
+    _dashboard(page, server, "Projects", "Samples:")
+    _button(page, "London DC Alpha").click()
+    page.get_by_text("✓ Valid: London DC Alpha").wait_for()
+    page.get_by_text("£415,240,250").wait_for()
+    _button(page, "Validate and use").click()
+    _notice(page, "is now the project for Permutations and Run")
+    _shot(page, "02-projects")
+
+    # Permutations: preset current_1920.
+    _dashboard(page, server, "Permutations", "Range keys")
+    page.locator(".widget-dropdown select").first.select_option(label="current_1920 · 1,920")
+    page.locator(".p1-figure").filter(has_text="1,920").wait_for()
+    _button(page, "Use these ranges").click()
+    _notice(page, "Ranges saved (preset current_1920")
+    _shot(page, "03-permutations")
+
+    # Run: the progress bar finishes; the summary shows the tiers and the run id.
+    _dashboard(page, server, "Run", "preset current_1920 · 1,920 permutations")
+    _button(page, "Run").click()
+    page.get_by_text("1,920 / 1,920 permutations (100%)").wait_for()
+    _notice(page, "finished: open Securitisation")
+    run_id = page.locator(".p1-summary code").first.inner_text()
+    assert re.fullmatch(r"[0-9a-f]{16}", run_id)
+    assert page.locator(".p1-summary .p1-tier").count() == 5
+    _shot(page, "04-run")
+
+    # Securitisation: Top-N with tiers; rank 1; the term sheet through the widget connection.
+    _dashboard(page, server, "Securitisation", "Top-N")
+    _button(page, "#1").wait_for()
+    tiers = page.locator(".p1-table .p1-tier")
+    assert tiers.count() >= 1 and set(tiers.all_inner_texts()) <= {"Diamond", "Gold", "Silver"}
+    _button(page, "#1").click()
+    page.locator(".p1-h2").filter(has_text="Rank 1").wait_for()
+    _button(page, "Download term sheet").click()
+    link = page.locator("a[download]").first
+    link.wait_for()
+    with page.expect_download() as download_info:
+        link.click()
+    download = download_info.value
+    assert download.suggested_filename == f"phase1-{run_id}-rank1.xlsx"
+    content = Path(download.path()).read_bytes()
+    assert content[:2] == b"PK"
+    book = load_workbook(io.BytesIO(content))
+    assert book.sheetnames
+    _shot(page, "05-securitisation")
+
+    # Ops Monitor: register a candidate, move the canary with a reason, roll back.
+    _dashboard(page, server, "Ops_Monitor", "Feature flags")
+    with page.expect_file_chooser() as chooser:
+        page.locator("button.widget-upload").filter(has_text="Register ruleset").click()
+    chooser.value.set_files(str(candidate_ruleset_file(server.home)))
+    _notice(page, "Registered candidate v2-browser")
+    readout = page.locator(".widget-readout").first
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("10")
+    page.keyboard.press("Enter")
+    page.get_by_placeholder("why (required, goes to the audit trail)").fill("browser test: first slice")
+    _button(page, "Apply canary").click()
+    _notice(page, "Canary now EXPANDING at 10 %")
+    page.get_by_placeholder("why (required)", exact=True).fill("browser test: roll back")
+    _button(page, "Roll back").click()
+    _notice(page, "Rolled back from 10 % to 0 %")
+    page.get_by_text("ROLLED_BACK").first.wait_for()
+    _shot(page, "06-ops-monitor")
+
+    assert not watch.off_loopback, f"requests left loopback: {watch.off_loopback}"
+    assert not watch.console_errors, f"console errors: {watch.console_errors}"
+
+
+def test_artifacts_folder_is_ignored_by_git() -> None:
+    assert "test-artifacts/" in (ROOT / ".gitignore").read_text().splitlines()
+    assert shutil.which("git") is None or subprocess.run(
+        ["git", "check-ignore", "-q", "test-artifacts/x.png"], cwd=ROOT).returncode == 0
