@@ -61,7 +61,6 @@ def jupyter_config(host: str, port: int, settings: ServerSettings, cookie_secret
     c.ServerApp.port = port
     c.ServerApp.port_retries = 0
     c.ServerApp.open_browser = False
-    c.ServerApp.no_browser_open_file = True
     c.ServerApp.root_dir = str(settings.root_dir)
     c.ServerApp.default_url = "/phase1"
     c.ServerApp.allow_root = True  # containers often run as root; the login still guards every route
@@ -151,6 +150,11 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, root_dir: str | Pa
     from jupyter_server.serverapp import JupyterServerAuthWarning
 
     warnings.filterwarnings("ignore", category=JupyterServerAuthWarning)
+    # Third-party traitlets deprecations (voila, jupyter_server) are not the operator's to act on. Importing voila
+    # turns them on (voila/__init__.py), so it is imported first and the filter put in front of its own.
+    import voila  # noqa: F401
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"traitlets(\.|$)")
     app = server_app_class().instance(config=jupyter_config(host, port, settings, cookie_secret, trust_proxy))
     app.phase1_context = ctx
     try:
