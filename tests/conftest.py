@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
+from server_fixtures import free_port
 
 from phase1lib.store import RedisStore, SQLiteStore, Store
 
@@ -49,12 +49,6 @@ class StoreSpec:
         return RedisStore(self.target, prefix=self.prefix, clock=clock)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_for_redis(url: str, proc: subprocess.Popen, timeout_s: float = 10.0) -> bool:
     import redis
 
@@ -75,7 +69,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if exe is None:
         pytest.skip(REDIS_MISSING)
     folder = tmp_path_factory.mktemp("redis")
-    port = _free_port()
+    port = free_port()
     log = (folder / "redis.log").open("wb")
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
                              "--save", "", "--appendonly", "no", "--daemonize", "no"],

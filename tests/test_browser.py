@@ -15,19 +15,16 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import string
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from server_fixtures import free_port, stop_server, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -62,12 +59,6 @@ def _secret(n: int = 40) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(n))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Server:
     url: str
@@ -76,20 +67,6 @@ class Server:
     home: Path
     log: Path
     proc: subprocess.Popen = field(repr=False)
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"phase1 serve exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}api/phase1/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.3)
-    pytest.fail(f"phase1 serve did not answer within {timeout_s:.0f} s: {log.read_text(errors='replace')[-2000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -109,22 +86,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     enrolment = json.loads(created.stdout)
     # The dashboards' kernels learn the logged-in admin from their environment (phase1lib.ui.context.USER_ENVS).
     env["PHASE1_USER"] = ADMIN
-    port = _free_port()
+    port = free_port()
     log = home / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([str(PHASE1), "serve", "--port", str(port), "--root-dir", str(ROOT)], cwd=ROOT,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     try:
-        _wait_until_up(url, proc, log)
+        wait_ready(url, proc, log, timeout_s=120)
         yield Server(url, env, enrolment["totp_secret"], home, log, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
 
 @dataclass
