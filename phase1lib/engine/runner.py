@@ -23,14 +23,14 @@ import polars as pl
 from .. import ENGINE_VERSION
 from ..errors import Phase1Error
 from ..project import Project, default_closing_date
-from ..ranges import KEYS, Grid, check_guardrail, parse_ranges, permutation_ids, sample_indices
+from ..ranges import KEYS, Grid, check_guardrail, parse_ranges, permutation_id, permutation_ids, sample_indices
 from ..ruleset import RATINGS, Ruleset, load_ruleset
 from .cashflows import STRESS_NAMES
 from .evaluate import ENUMS, LIMITS, Context, context_for_grid, evaluate, search_hints, table_from_codes
 from .gates import TIERS
 from .memory import tune_allocator
 from .montecarlo import monte_carlo
-from .render import render_row
+from .render import render_row, structure_of
 
 DEFAULT_SEED = 424242
 DEFAULT_TOPN = 20
@@ -166,40 +166,85 @@ def grid_ids(structure: Mapping[str, np.ndarray], grid: Grid) -> list[str]:
     return permutation_ids(grid, {k: structure[f"_code_{k}"] for k in KEYS})
 
 
+#: KPI columns stored as enums: their labels (codes index them) and the column's name in the frame.
+ENUM_KPIS = {"senior_rating": (tuple(RATINGS), "senior_rating"), "binding_constraint": (tuple(LIMITS),
+             "binding_constraint"), "tier": (tuple(TIERS), "tier"),
+             "wrap_underlying_notch": (tuple(RATINGS), "wrap_underlying")}
+
+
+def _mezz_only(key: str) -> bool:
+    """Range keys that exist only inside mezz_on = true (null in the frame when mezz is off)."""
+    return key.startswith("mezz_") and key != "mezz_on"
+
+
+def _enum_codes(values: np.ndarray) -> np.ndarray:
+    """Integer codes of an enum KPI column; -1 (null) where the float column is NaN."""
+    return np.where(np.isfinite(values), values, -1).astype(np.int64) if values.dtype.kind == "f" \
+        else values.astype(np.int64)
+
+
+def _enum_series(codes: np.ndarray, cats: tuple[str, ...], name: str) -> pl.Series:
+    """An Enum column from codes; a code outside the labels (-1) is null."""
+    table = pl.Series(name, [*cats, None], dtype=pl.Enum(list(cats)))
+    return table.gather(np.where((codes < 0) | (codes >= len(cats)), len(cats), codes))
+
+
 def make_frame(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray], ids: list[str]) -> pl.DataFrame:
     """Evaluated structures as a polars frame: readable structure and KPI columns, nulls for NaN."""
     cols: dict[str, pl.Series] = {
         "permutation_index": pl.Series(structure["permutation_index"], dtype=pl.Int64),
         "permutation_id": pl.Series(ids, dtype=pl.String),
     }
+    mezz_on = pl.Series(structure["mezz_on"])
     for key in KEYS:
         values = structure[key]
-        if key in ENUMS:
-            cats = list(ENUMS[key])
-            series = pl.Series(values).replace_strict(list(range(len(cats))), cats, default=None,
-                                                      return_dtype=pl.Enum(cats))
-        else:
-            series = pl.Series(values)
-        if key.startswith("mezz_") and key != "mezz_on":
-            series = pl.select(pl.when(pl.Series(structure["mezz_on"])).then(series).otherwise(None)).to_series()
+        series = _enum_series(values, ENUMS[key], key) if key in ENUMS else pl.Series(key, values)
+        if _mezz_only(key):
+            series = pl.select(pl.when(mezz_on).then(series).otherwise(None)).to_series()
         cols[key] = series.alias(key)
-    enum_kpis = {"senior_rating": list(RATINGS), "binding_constraint": list(LIMITS), "tier": list(TIERS),
-                 "wrap_underlying_notch": list(RATINGS)}
     for name, values in kpis.items():
         if name.startswith("_"):
             continue
-        if name in enum_kpis:
-            cats = enum_kpis[name]
-            codes_ = np.where(np.isfinite(values), values, -1).astype(np.int64) if values.dtype.kind == "f" \
-                else values.astype(np.int64)
-            label = "wrap_underlying" if name == "wrap_underlying_notch" else name
-            cols[label] = pl.Series(codes_).replace_strict(list(range(len(cats))), cats, default=None,
-                                                           return_dtype=pl.Enum(cats)).alias(label)
+        if name in ENUM_KPIS:
+            cats, label = ENUM_KPIS[name]
+            cols[label] = _enum_series(_enum_codes(values), cats, label)
         elif values.dtype.kind == "f":
             cols[name] = pl.Series(name, values).fill_nan(None)
         else:
             cols[name] = pl.Series(name, values)
     return pl.DataFrame(cols)
+
+
+def frame_rows(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The rows :func:`make_frame` would hold (as ``iter_rows(named=True)`` gives them), built in plain Python.
+
+    For the Top-N only: a few rows do not repay polars' per-column overhead. permutation_id is computed from
+    each row's point, as METHODOLOGY section 3 defines it.
+    """
+    n = len(structure["permutation_index"])
+    columns: dict[str, list[Any]] = {"permutation_index": structure["permutation_index"].tolist()}
+    mezz_on = structure["mezz_on"].tolist()
+    for key in KEYS:
+        values = [ENUMS[key][c] for c in structure[key].tolist()] if key in ENUMS else structure[key].tolist()
+        if _mezz_only(key):
+            values = [v if on else None for v, on in zip(values, mezz_on, strict=True)]
+        columns[key] = values
+    for name, values in kpis.items():
+        if name.startswith("_"):
+            continue
+        if name in ENUM_KPIS:
+            cats, label = ENUM_KPIS[name]
+            columns[label] = [cats[c] if 0 <= c < len(cats) else None for c in _enum_codes(values).tolist()]
+        elif values.dtype.kind == "f":
+            columns[name] = [None if v != v else v for v in values.tolist()]
+        else:
+            columns[name] = values.tolist()
+    rows = []
+    for i in range(n):
+        row = {name: col[i] for name, col in columns.items()}
+        rows.append({"permutation_index": row.pop("permutation_index"),
+                     "permutation_id": permutation_id(structure_of(row)), **row})
+    return rows
 
 
 def run(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED, topn: int = DEFAULT_TOPN,
@@ -226,10 +271,8 @@ def run(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED
     index = structure["permutation_index"]
     top_rows = rank_rows(kpis, index, topn, gates)
     mc = monte_carlo(ctx, {k: v[top_rows] for k, v in structure.items() if not k.startswith("_")}, seed)
-    top_structure = {k: v[top_rows] for k, v in structure.items()}
-    top_frame = make_frame(top_structure, {k: v[top_rows] for k, v in kpis.items()}, grid_ids(top_structure, grid))
-    top = [_top_entry(render_row(ctx, row), i + 1, mc[0][i], mc[1][i])
-           for i, row in enumerate(top_frame.iter_rows(named=True))]
+    rows = frame_rows({k: v[top_rows] for k, v in structure.items()}, {k: v[top_rows] for k, v in kpis.items()})
+    top = [_top_entry(render_row(ctx, row), i + 1, mc[0][i], mc[1][i]) for i, row in enumerate(rows)]
     engine_s = time.perf_counter() - started
 
     frame = make_frame(structure, kpis, grid_ids(structure, grid))
