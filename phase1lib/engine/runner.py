@@ -34,7 +34,8 @@ from .render import render_row, structure_of
 
 DEFAULT_SEED = 424242
 DEFAULT_TOPN = 20
-CHUNK_ELEMENTS = 800_000  # rows x periods per chunk: about 6 MB per float matrix
+CHUNK_ELEMENTS = 3_200_000  # rows x periods per chunk: about 26 MB per float matrix; larger chunks share more
+# senior classes and spend less time in Python per row (benchmarks/engine.py: 250k rows, 2 workers, ~780 MB peak)
 Progress = Callable[[int, int], None]
 
 
