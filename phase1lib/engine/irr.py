@@ -2,9 +2,11 @@
 
 With equity_required > 0 and no later flow below zero (beyond rounding), NPV(x) = -E + sum_p f_p x^p
 in the discount factor x = 1 / (1 + i) is increasing and convex on x > 0, so Newton's method from
-x = 1 converges to the unique root without bracketing (monotonically from the right, from the left
-after one step). Each row stops once its own step is below 1e-9 x: quadratic convergence leaves an
-error far below 1e-15 then. Finished rows drop out, so a row's result never depends on its chunk.
+any x > 0 converges to the unique root without bracketing (monotonically from the right, from the left
+after one step). It starts from one Halley step off x = 1, where NPV and its two derivatives are plain
+weighted sums of the flows. Each row stops once its own step is below 1e-9 x, or once two successive
+steps show quadratic convergence with an estimated error below 1e-14 x. Finished rows drop out, so a
+row's result never depends on its chunk.
 
 Most structures pay the same flow in every period of a lease year (cash flows are annual; sculpted,
 annuity and bullet service follow them). For those rows NPV = G(x) Q(x^ppy) + point terms, with Q the
@@ -63,6 +65,10 @@ class _PeriodNPV:
         q, dq = _horner(self.flows, x)  # sum_p f_p x^(p-1)
         return q * x, q + dq * x
 
+    def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """NPV and its first two derivatives at x = 1: sum f_p, sum p f_p, sum p (p - 1) f_p (in period order)."""
+        return _moments(self.flows, np.arange(1, self.flows.shape[0] + 1, dtype=float))
+
 
 class _YearNPV:
     """NPV and slope as G(x) Q(z) + a z^k + b z^Y with z = x^ppy (yearly-constant flows)."""
@@ -94,9 +100,45 @@ class _YearNPV:
             slope += self.residual * self.years * zy * (ppy / x)
         return value, slope
 
+    def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """NPV and its first two derivatives at x = 1, from per-year sums of the period weights p, p (p - 1)."""
+        ppy = self.ppy
+        first = np.arange(self.years)[:, None] * ppy + np.arange(1, ppy + 1)  # periods of each year
+        m0, m1, m2 = _moments(self.yearly, first.astype(float), ppy)
+        for amount, period in ((self.point, self.point_year * ppy), (self.residual, self.years * ppy)):
+            m0 = m0 + amount
+            m1 = m1 + amount * period
+            m2 = m2 + amount * period * (period - 1.0)
+        return m0, m1, m2
+
+
+def _moments(coef: np.ndarray, periods: np.ndarray, repeat: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """sum_j coef_j (repeat, P_j, P_j (P_j - 1)) in index order, with P_j the sum of the periods in row j of
+    ``periods`` (one period per term, or the ``repeat`` periods of a year)."""
+    w1 = periods.reshape(len(coef), -1).sum(axis=1)
+    w2 = (periods * (periods - 1.0)).reshape(len(coef), -1).sum(axis=1)
+    m0 = np.zeros(coef.shape[1:])
+    m1 = np.zeros(coef.shape[1:])
+    m2 = np.zeros(coef.shape[1:])
+    for row, a, b in zip(coef, w1, w2, strict=True):
+        m0 += row
+        m1 += a * row
+        m2 += b * row
+    return m0 * repeat, m1, m2
+
+
+def halley_start(npv, equity: np.ndarray) -> np.ndarray:
+    """One Halley step from x = 1 (NPV and two derivatives at 1 are weighted sums, cheaper than a Newton
+    evaluation); x = 1 where the step is not usable. Newton then needs two or three evaluations, not five."""
+    m0, m1, m2 = npv.moments()
+    f = m0 - equity
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        x = 1.0 - 2.0 * f * m1 / (2.0 * m1 * m1 - f * m2)
+    return np.where(np.isfinite(x) & (x > X_MIN / 2) & (x < 2.0), x, 1.0)
+
 
 def _newton(npv, equity: np.ndarray) -> np.ndarray:
-    """Roots x of npv(x) = equity by per-row Newton from x = 1; NaN where not converged.
+    """Roots x of npv(x) = equity by per-row Newton from a Halley step off x = 1; NaN where not converged.
 
     A row stops when its step is below STEP_TOL x, or when convergence is visibly quadratic and the
     error left after the step, estimated as step^3 / previous step^2, is below ERROR_TOL x.
@@ -104,7 +146,7 @@ def _newton(npv, equity: np.ndarray) -> np.ndarray:
     rows = len(equity)
     x = np.full(rows, np.nan)
     active = np.arange(rows)
-    guess = np.ones(rows)
+    guess = halley_start(npv, equity)
     previous = np.full(rows, np.inf)
     eq = equity.copy()
     for _ in range(MAX_ITER):
@@ -117,7 +159,7 @@ def _newton(npv, equity: np.ndarray) -> np.ndarray:
         new = np.where(bad, guess * 0.5, new)  # guard: stay at x > 0
         size = np.abs(step)
         with np.errstate(over="ignore", invalid="ignore"):
-            quadratic = (size <= 1e-5 * new) & (size <= 0.1 * previous) & (
+            quadratic = np.isfinite(previous) & (size <= 1e-5 * new) & (size <= 0.1 * previous) & (
                 size * size * size <= ERROR_TOL * new * previous * previous)
         done = ((size <= STEP_TOL * np.abs(new)) | quadratic) & ~bad
         x[active[done]] = new[done]
