@@ -1230,7 +1230,9 @@ def _chart(book: Book, ws: Worksheet, src: Source, cash: CashLayout, row: int) -
     line.x_axis.delete = True
     bar += line
     bar.legend.position = "b"
-    bar.height, bar.width = 14.0, 38.0
+    # As wide as the printed columns A..H (7 px per character + 5 px padding, 96 px per inch): a wider chart was
+    # clipped at the page edge, losing the last years and the right-hand DSCR axis.
+    bar.height, bar.width = 14.0, round(sum(7 * w + 5 for w in TERM_SHEET_WIDTHS) / 96 * 2.54 * 0.98, 1)
     ws.add_chart(bar, f"A{row + 1}")
 
 
