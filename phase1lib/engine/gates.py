@@ -46,8 +46,10 @@ class CheckTable:
     @property
     def mask(self) -> np.ndarray:
         """Failures as a bitmask per row (bit i = CHECKS[i])."""
-        weights = np.left_shift(np.int64(1), np.arange(len(CHECKS), dtype=np.int64))
-        return (self.failed.astype(np.int64) * weights).sum(axis=1)
+        packed = np.packbits(self.failed, axis=1, bitorder="little")  # rows x ceil(checks / 8) bytes
+        padded = np.zeros((len(packed), 8), dtype=np.uint8)
+        padded[:, : packed.shape[1]] = packed
+        return padded.view("<u8")[:, 0].astype(np.int64)
 
 
 def check_table(k: Mapping[str, np.ndarray], project_consts: Mapping[str, Any]) -> CheckTable:

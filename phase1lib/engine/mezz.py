@@ -72,7 +72,8 @@ def size_mezz(lender_pos: np.ndarray, senior_service: np.ndarray, coupon: np.nda
         vp = vp_table if len(rates) == 1 else vp_table[which.ravel()]
         m = np.maximum(periods[sel], 1).astype(float)
         if code == SCULPTED:
-            pv = np.add.accumulate(cap * vp, axis=1)
+            pv = np.multiply(cap, vp)
+            np.add.accumulate(pv, axis=1, out=pv)
             capacity = pv[:, -1]
         elif code == ANNUITY:
             min_cap = masked_min(cap, live)
@@ -92,7 +93,8 @@ def size_mezz(lender_pos: np.ndarray, senior_service: np.ndarray, coupon: np.nda
             owed[:, 0] = capacity
             np.subtract(capacity[:, None], pv[:, :-1], out=owed[:, 1:])
             owed[:, 1:] /= vp[:, :-1]
-            principal = cap - r[:, None] * owed
+            principal = np.multiply(owed, r[:, None], out=owed)  # in place: owed is not needed after this
+            np.subtract(cap, principal, out=principal)
             with np.errstate(invalid="ignore", divide="ignore"):
                 lowest = (principal if all_live else np.where(live, principal, INF)).min(axis=1) / capacity
             min_ratio[sel] = np.where(amt > 0, lowest, 0.0)
