@@ -20,6 +20,7 @@ from .fsutil import atomic_write_text
 from .ruleset import Ruleset, load_ruleset
 
 COUNTRY_CURRENCY = {"UK": "GBP", "EU": "EUR", "US": "USD", "JP": "JPY"}
+CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$", "JPY": "¥"}
 TENANT_RATINGS = ("AAA", "AA", "A", "BBB", "NR")
 INDEXATION_BASES = ("flat", "CPI_capped")
 MEZZ_AMORTS = ("sculpted", "annuity", "level")

@@ -43,13 +43,12 @@ from .engine import schedule
 from .engine.runner import RunResult
 from .errors import ConflictError, NotFoundError
 from .fsutil import atomic_write_bytes
-from .project import Derived, Project, derive, field_spec, parse_project
+from .project import CURRENCY_SYMBOLS, Derived, Project, derive, field_spec, parse_project
 from .ruleset import RATINGS, Ruleset, available_versions, load_ruleset, notch
 
 CREATOR = "Phase-1 Workbench"
 FORMAT_VERSION = 1
 SHEETS = ("Term Sheet", "Cash Flows", "Stress", "Assumptions")
-CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$", "JPY": "¥"}
 PERIOD_NAMES = {1: "Annual", 2: "Semi-annual", 4: "Quarterly", 12: "Monthly"}
 STRESS_PASS_TOL = 1e-9  # METHODOLOGY section 8: a minimum passes when value >= threshold - 1e-9
 
@@ -1000,12 +999,17 @@ def write_term_sheet(book: Book, ws: Worksheet, src: Source, cash: CashLayout) -
     ws.row_breaks.append(Break(id=last))
 
 
+def _term_sheet_width_px() -> int:
+    """Width of the Term Sheet's printed columns A..H at 96 dpi (Arial 10: 7 px per character + 5 px padding)."""
+    return sum(7 * w + 5 for w in TERM_SHEET_WIDTHS)
+
+
 def _one_page_scale(ws: Worksheet, last_row: int) -> None:
     """Scale the Term Sheet so rows 1..last_row fill one landscape page (width and height), the chart the next.
 
     Fit-to-page would ignore the page break before the chart, so the scale is computed from the known widths and
     row heights (Arial 10; LibreOffice uses the metric-compatible Liberation Sans)."""
-    width = sum(7 * w + 5 for w in TERM_SHEET_WIDTHS)
+    width = _term_sheet_width_px()
     height = sum((ws.row_dimensions[r].height or ROW_PT) * 96 / 72 for r in range(1, last_row + 1))
     ws.sheet_properties.pageSetUpPr.fitToPage = False
     ws.page_setup.scale = int(100 * min(1.0, 0.97 * A4_LANDSCAPE_PX / width,
@@ -1230,9 +1234,9 @@ def _chart(book: Book, ws: Worksheet, src: Source, cash: CashLayout, row: int) -
     line.x_axis.delete = True
     bar += line
     bar.legend.position = "b"
-    # As wide as the printed columns A..H (7 px per character + 5 px padding, 96 px per inch): a wider chart was
-    # clipped at the page edge, losing the last years and the right-hand DSCR axis.
-    bar.height, bar.width = 14.0, round(sum(7 * w + 5 for w in TERM_SHEET_WIDTHS) / 96 * 2.54 * 0.98, 1)
+    # As wide as the printed columns (cm): a wider chart was clipped at the page edge, losing the last years and
+    # the right-hand DSCR axis.
+    bar.height, bar.width = 14.0, round(_term_sheet_width_px() / 96 * 2.54 * 0.98, 1)
     ws.add_chart(bar, f"A{row + 1}")
 
 

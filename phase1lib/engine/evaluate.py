@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..project import Derived, Project, derive
-from ..ranges import INDEXATION_MODES, KEYS, SENIOR_AMORTS, Grid
+from ..ranges import INDEXATION_MODES, KEYS, MEZZ_KEYS, SENIOR_AMORTS, Grid
 from ..ruleset import RATINGS, TOL, Ruleset, notch
 from .arrays import safe_div, seqsum
 from .cashflows import STRESS_NAMES, CaseFlows, case_flows
@@ -141,7 +141,7 @@ def table_to_points(table: Mapping[str, np.ndarray], rows: Iterable[int]) -> lis
         point: dict[str, Any] = {}
         for key in KEYS:
             v = table[key][i]
-            if key.startswith("mezz_") and key != "mezz_on" and not table["mezz_on"][i]:
+            if key in MEZZ_KEYS and not table["mezz_on"][i]:
                 continue
             if key in ENUMS:
                 point[key] = ENUMS[key][int(v)]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ranges import KEYS
+from ..ranges import KEYS, MEZZ_KEYS
 from ..ruleset import RATINGS
 from .cashflows import STRESS_NAMES
 from .evaluate import Context
@@ -34,7 +34,7 @@ def _num(value: Any) -> float | None:
 
 def structure_of(row: Mapping[str, Any]) -> dict[str, Any]:
     """The full structure of a row: every range key, mezz_* only when mezz is on."""
-    return {k: row[k] for k in KEYS if not (k.startswith("mezz_") and k != "mezz_on" and not row["mezz_on"])}
+    return {k: row[k] for k in KEYS if row["mezz_on"] or k not in MEZZ_KEYS}
 
 
 def _arrays(row: Mapping[str, Any]) -> dict[str, np.ndarray]:

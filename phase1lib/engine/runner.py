@@ -23,7 +23,16 @@ import polars as pl
 from .. import ENGINE_VERSION
 from ..errors import Phase1Error
 from ..project import Project, default_closing_date
-from ..ranges import KEYS, Grid, check_guardrail, parse_ranges, permutation_id, permutation_ids, sample_indices
+from ..ranges import (
+    KEYS,
+    MEZZ_KEYS,
+    Grid,
+    check_guardrail,
+    parse_ranges,
+    permutation_id,
+    permutation_ids,
+    sample_indices,
+)
 from ..ruleset import RATINGS, Ruleset, load_ruleset
 from .cashflows import STRESS_NAMES
 from .evaluate import ENUMS, LIMITS, Context, context_for_grid, evaluate, search_hints, table_from_codes
@@ -173,11 +182,6 @@ ENUM_KPIS = {"senior_rating": (tuple(RATINGS), "senior_rating"), "binding_constr
              "wrap_underlying_notch": (tuple(RATINGS), "wrap_underlying")}
 
 
-def _mezz_only(key: str) -> bool:
-    """Range keys that exist only inside mezz_on = true (null in the frame when mezz is off)."""
-    return key.startswith("mezz_") and key != "mezz_on"
-
-
 def _enum_codes(values: np.ndarray) -> np.ndarray:
     """Integer codes of an enum KPI column; -1 (null) where the float column is NaN."""
     return np.where(np.isfinite(values), values, -1).astype(np.int64) if values.dtype.kind == "f" \
@@ -200,7 +204,7 @@ def make_frame(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarra
     for key in KEYS:
         values = structure[key]
         series = _enum_series(values, ENUMS[key], key) if key in ENUMS else pl.Series(key, values)
-        if _mezz_only(key):
+        if key in MEZZ_KEYS:  # exist only inside mezz_on = true: null when mezz is off
             series = pl.select(pl.when(mezz_on).then(series).otherwise(None)).to_series()
         cols[key] = series.alias(key)
     for name, values in kpis.items():
@@ -227,7 +231,7 @@ def frame_rows(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarra
     mezz_on = structure["mezz_on"].tolist()
     for key in KEYS:
         values = [ENUMS[key][c] for c in structure[key].tolist()] if key in ENUMS else structure[key].tolist()
-        if _mezz_only(key):
+        if key in MEZZ_KEYS:  # exist only inside mezz_on = true: null when mezz is off
             values = [v if on else None for v, on in zip(values, mezz_on, strict=True)]
         columns[key] = values
     for name, values in kpis.items():

@@ -405,7 +405,7 @@ class HomeHandler(Phase1Handler):
         prefix = settings.dashboards_url_path
         base = self.settings.get("base_url", "/")
         dashboards = []
-        found = sorted(folder.glob("*.ipynb")) if folder.is_dir() else []
+        found = folder.glob("*.ipynb") if folder.is_dir() else []
         for path in sorted(found, key=lambda p: (FLOW_ORDER.index(p.stem) if p.stem in FLOW_ORDER else 99, p.stem)):
             rel = f"{prefix}/{path.name}" if prefix else path.name
             dashboards.append({"name": path.stem.replace("_", " ").strip().title(),

@@ -11,9 +11,11 @@ import html
 import math
 from typing import Any
 
+from ..engine.gates import TIERS
+from ..project import CURRENCY_SYMBOLS
+
 DASH = "–"
-CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$", "JPY": "¥"}
-TIER_ORDER = ("Diamond", "Gold", "Silver", "Bronze", "Not viable")
+TIER_ORDER = TIERS
 TIER_COLOURS = {"Diamond": "#2b7bb9", "Gold": "#c9a227", "Silver": "#8a949e", "Bronze": "#b06b3b",
                 "Not viable": "#c7c7c7"}
 
