@@ -23,7 +23,9 @@ COUNTRY_CURRENCY = {"UK": "GBP", "EU": "EUR", "US": "USD", "JP": "JPY"}
 CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$", "JPY": "¥"}
 TENANT_RATINGS = ("AAA", "AA", "A", "BBB", "NR")
 INDEXATION_BASES = ("flat", "CPI_capped")
-MEZZ_AMORTS = ("sculpted", "annuity", "level")
+#: Amortisation profiles, in code order (METHODOLOGY section 5); the mezzanine takes all but the bullet.
+AMORTISATIONS = ("sculpted", "annuity", "level", "bullet")
+MEZZ_AMORTS = AMORTISATIONS[:3]
 PERIODS_PER_YEAR = (1, 2, 4, 12)
 HOURS_PER_MONTH = 730  # METHODOLOGY section 2: kWh per kW per month
 

@@ -20,10 +20,10 @@ import numpy as np
 import polars as pl
 
 from .errors import FieldError, GuardrailError, InputError
-from .project import MEZZ_AMORTS, Project, coerce_integer, coerce_number
+from .project import AMORTISATIONS, MEZZ_AMORTS, Project, coerce_integer, coerce_number
 
 DEFAULT_MAX_PERMUTATIONS = 250_000
-SENIOR_AMORTS = ("sculpted", "annuity", "level", "bullet")
+SENIOR_AMORTS = AMORTISATIONS
 INDEXATION_MODES = ("flat", "CPI_capped")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..project import Derived, Project, derive
+from ..project import MEZZ_AMORTS, Derived, Project, derive
 from ..ranges import INDEXATION_MODES, KEYS, MEZZ_KEYS, SENIOR_AMORTS, Grid
 from ..ruleset import RATINGS, TOL, Ruleset, notch
 from .arrays import safe_div, seqsum
@@ -23,7 +23,7 @@ from .gates import CHECKS, REPO_RULES, check_table, near_miss, repo_failures, ti
 from .hints import closed_form, ladder_search
 from .irr import annualised_irr, irr_factor_periods, irr_factor_yearly
 from .mezz import LEVEL as MEZZ_LEVEL
-from .mezz import MEZZ_AMORTS, MezzResult, size_mezz
+from .mezz import MezzResult, size_mezz
 from .senior import BULLET, CaseTable, SeniorClasses, size_classes
 
 LIMITS = ("dscr", "io_cover", "refinancing_tail", "advance_factor", "funding_need")
@@ -207,7 +207,7 @@ def sidecar_value(ctx: Context, case: np.ndarray, coupon: np.ndarray) -> np.ndar
 
 @dataclass
 class Detail:
-    """Per-period arrays of the rows evaluated with ``detail=True`` (rows x N)."""
+    """Per-period arrays of the rows of :func:`evaluate_detail` (rows x N)."""
 
     senior: SeniorClasses
     cls: np.ndarray
@@ -218,12 +218,27 @@ class Detail:
     case: np.ndarray
 
 
-def evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool = False, hints: bool = True
-             ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], Detail]:
+Columns = dict[str, np.ndarray]
+
+
+def evaluate(ctx: Context, table: Mapping[str, np.ndarray], hints: bool = True) -> Columns:
     """Every KPI of every structure in ``table`` as columns (NaN = null), plus gate, tier and hint codes.
 
     Columns starting with "_" are internals (capacities, the failed check's value) kept for hints.
     """
+    return _evaluate(ctx, table, False, hints)[0]
+
+
+def evaluate_detail(ctx: Context, table: Mapping[str, np.ndarray], hints: bool = False) -> tuple[Columns, Detail]:
+    """:func:`evaluate` plus the per-period arrays of every row (:class:`Detail`): for single structures,
+    the schedule, the Monte Carlo and the breakevens, never for a whole grid."""
+    out, det = _evaluate(ctx, table, True, hints)
+    assert det is not None
+    return out, det
+
+
+def _evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool, hints: bool
+              ) -> tuple[Columns, Detail | None]:
     p_, d, rs = ctx.project, ctx.derived, ctx.ruleset
     ppy, n_periods = ctx.ppy, ctx.n_periods
     rows = len(table["senior_tenor"])
@@ -350,10 +365,10 @@ def evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool = False
     )
     out["hint_lever"], out["hint_value"], out["_hint_search"] = _hints(ctx, table, out, underlying) if hints else (
         np.zeros(rows, dtype=np.int8), np.full(rows, np.nan), np.zeros(rows, dtype=bool))
-    if detail:
-        return out, Detail(senior=sen, cls=cls, senior_amount=senior, mezz=mezz, mezz_rows=mezz_rows,
-                           equity_flows=flows, case=case)
-    return out
+    if not detail:
+        return out, None
+    return out, Detail(senior=sen, cls=cls, senior_amount=senior, mezz=mezz, mezz_rows=mezz_rows,
+                       equity_flows=flows, case=case)
 
 
 def _period_flows(ctx: Context, case: np.ndarray, cls: np.ndarray, sen: SeniorClasses, senior: np.ndarray,
@@ -440,7 +455,7 @@ def search_hints(ctx: Context, table: Mapping[str, np.ndarray], out: dict[str, n
     todo = np.flatnonzero(out["_hint_search"])
     if len(todo):
         out["hint_value"][todo] = ladder_search(
-            lambda t: evaluate(ctx, t, hints=False), take_rows(table, todo), out["hint_lever"][todo],  # type: ignore
+            lambda t: evaluate(ctx, t, hints=False), take_rows(table, todo), out["hint_lever"][todo],
             out["near_miss_check"][todo], hint_constants(ctx))
         out["_hint_search"][todo] = False
 

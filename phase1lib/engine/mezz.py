@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..project import MEZZ_AMORTS
 from .arrays import INF, masked_min, powers, safe_div
 
-MEZZ_AMORTS = ("sculpted", "annuity", "level")
-SCULPTED, ANNUITY, LEVEL = range(3)
+SCULPTED, ANNUITY, LEVEL = (MEZZ_AMORTS.index(a) for a in ("sculpted", "annuity", "level"))
 
 
 @dataclass(frozen=True)

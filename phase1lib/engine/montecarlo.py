@@ -13,7 +13,7 @@ import numpy as np
 
 from ..ruleset import TOL
 from .cashflows import monte_carlo_cash, monte_carlo_cpi
-from .evaluate import Context, evaluate
+from .evaluate import Context, evaluate_detail
 
 BATCH = 20  # structures per batch: rows x paths x periods stays small
 
@@ -25,7 +25,7 @@ def monte_carlo(ctx: Context, table: Mapping[str, np.ndarray], seed: int) -> tup
     p5 = np.full(rows, np.nan)
     if rows == 0:
         return breach, p5
-    out, detail = evaluate(ctx, table, detail=True, hints=False)  # type: ignore[misc]
+    out, detail = evaluate_detail(ctx, table)
     mc = ctx.ruleset.monte_carlo
     cpi = monte_carlo_cpi(ctx.project, ctx.ruleset, seed)
     cash = {c: monte_carlo_cash(ctx.project, ctx.derived, cpi, *ctx.case_keys[c]) for c in np.unique(detail.case)}

@@ -132,7 +132,6 @@ def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: i
         codes = grid.decode(idx)
         table = table_from_codes(grid, codes)
         out = evaluate(ctx, table)
-        assert isinstance(out, dict)
         structure = {"permutation_index": idx, **table, **{f"_code_{k}": codes[k] for k in KEYS}}
         return structure, {k: v for k, v in out.items() if not k.startswith("_") or k == "_hint_search"}
 

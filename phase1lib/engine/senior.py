@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..project import AMORTISATIONS
 from .arrays import INF, masked_max, masked_min, powers, safe_div, seqsum
 
-AMORTS = ("sculpted", "annuity", "level", "bullet")
-SCULPTED, ANNUITY, LEVEL, BULLET = range(4)
+SCULPTED, ANNUITY, LEVEL, BULLET = (AMORTISATIONS.index(a) for a in ("sculpted", "annuity", "level", "bullet"))
 
 
 @dataclass(frozen=True)

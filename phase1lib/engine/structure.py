@@ -17,7 +17,7 @@ from ..errors import FieldError, InputError
 from ..project import Project, default_closing_date
 from ..ranges import KEYS, parse_ranges, permutation_id
 from ..ruleset import Ruleset, load_ruleset
-from .evaluate import Detail, evaluate, make_context, search_hints, table_from_points
+from .evaluate import evaluate, evaluate_detail, make_context, search_hints, table_from_points
 from .montecarlo import monte_carlo
 from .render import render_row
 from .runner import DEFAULT_SEED, make_frame
@@ -61,7 +61,6 @@ def evaluate_points(project: Project, points: Sequence[Mapping[str, Any]], rules
     ctx = _context(project, points, ruleset)
     table = table_from_points(points)
     out = evaluate(ctx, table)
-    assert isinstance(out, dict)
     search_hints(ctx, table, out)
     frame = make_frame({"permutation_index": np.arange(len(points)), **table}, out,
                        [permutation_id(pt) for pt in points])
@@ -84,8 +83,7 @@ def schedule(project: Project, point: Mapping[str, Any], ruleset: Ruleset | None
              closing_date: dt.date | None = None) -> list[dict[str, Any]]:
     """Per-period schedule of one structure: dates, indices, revenue, costs, CFADS, both tranches, equity."""
     ctx = _context(project, [point], ruleset)
-    out, det = evaluate(ctx, table_from_points([point]), detail=True, hints=False)  # type: ignore[misc]
-    assert isinstance(det, Detail)
+    out, det = evaluate_detail(ctx, table_from_points([point]))
     flows = ctx.flows[int(det.case[0])]
     d, ppy, n_periods = ctx.derived, ctx.ppy, ctx.n_periods
     cls = int(det.cls[0])
