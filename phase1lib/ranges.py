@@ -20,7 +20,9 @@ import numpy as np
 import polars as pl
 
 from .errors import FieldError, GuardrailError, InputError
+from .pricing import MARKET
 from .project import AMORTISATIONS, MEZZ_AMORTS, Project, coerce_integer, coerce_number
+from .ruleset import Ruleset
 
 DEFAULT_MAX_PERMUTATIONS = 250_000
 SENIOR_AMORTS = AMORTISATIONS
@@ -91,9 +93,15 @@ def expand_step(lo: float, hi: float, step: float) -> list[float]:
     return [round(lo + i * step, 10) for i in range(count)]
 
 
-def _domain_error(spec: KeySpec, value: Any, project: Project | None) -> str | None:
-    """Why ``value`` is outside the key's domain, or None (METHODOLOGY section 3 table)."""
+def _domain_error(spec: KeySpec, value: Any, project: Project | None, priced: bool = False) -> str | None:
+    """Why ``value`` is outside the key's domain, or None (METHODOLOGY section 3 table; section 11.1 for
+    "market", which only a priced ruleset such as v2 takes)."""
     name = spec.name
+    if value == MARKET:
+        if name != "senior_coupon":
+            return f'"market" is a senior_coupon value only: the {name} is an input, it is not priced'
+        return None if priced else ('"market" needs a priced ruleset (v2: market coupons); ruleset v1 takes '
+                                    "numbers only (choose the ruleset with --ruleset v2 or the request's ruleset)")
     if spec.kind == "bool":
         return None if isinstance(value, bool) else f"must be true or false (got {json.dumps(value)})"
     if spec.kind == "enum":
@@ -132,6 +140,8 @@ def _normalise(spec: KeySpec, raw: Any) -> tuple[Any, str | None]:
         value = coerce_integer(raw)
         return (value, None) if value is not None else (None, f"takes integers (got {json.dumps(raw)})")
     if spec.kind == "float":
+        if raw == MARKET:  # checked against the key and the ruleset by _domain_error
+            return MARKET, None
         value = coerce_number(raw)
         return (value, None) if value is not None else (None, f"takes numbers (got {json.dumps(raw)})")
     return raw, None
@@ -297,12 +307,14 @@ def permutation_ids(grid: Grid, codes: Mapping[str, np.ndarray]) -> list[str]:
     return [sha(t).hexdigest()[:12] for t in text.cast(pl.Binary).to_list()]
 
 
-def parse_ranges(request: Any, project: Project | None = None) -> Grid:
+def parse_ranges(request: Any, project: Project | None = None, ruleset: Ruleset | None = None) -> Grid:
     """Validate a range request into a :class:`Grid`; every bad key is reported, by name.
 
     Domain checks that depend on the project (ZCIS tenor below the lease, IO months a multiple of
-    the period, mezz tenor within the lease) apply when a project is given.
+    the period, mezz tenor within the lease) apply when a project is given. Under a priced ruleset (v2)
+    senior_coupon may be "market" and defaults to ["market"] (section 11.1); without a ruleset, v1's rules.
     """
+    priced = ruleset is not None and ruleset.priced
     if not isinstance(request, Mapping):
         raise InputError([FieldError("ranges", "must be a JSON object of range keys")], "ranges")
     errors: list[FieldError] = []
@@ -320,6 +332,9 @@ def parse_ranges(request: Any, project: Project | None = None) -> Grid:
     values: dict[str, tuple[Any, ...]] = {}
     for spec in KEY_SPECS:
         if spec.name not in given:
+            if spec.name == "senior_coupon" and priced:
+                values[spec.name] = (MARKET,)
+                continue
             if spec.default is None:
                 errors.append(FieldError(spec.name, "is required"))
                 continue
@@ -329,7 +344,7 @@ def parse_ranges(request: Any, project: Project | None = None) -> Grid:
         expanded, message = _expand_value(spec, raw)
         if message is None:
             for value in expanded:
-                message = _domain_error(spec, value, project)
+                message = _domain_error(spec, value, project, priced)
                 if message:
                     break
         if message:

@@ -9,12 +9,12 @@ import time
 
 from .. import service
 from ..engine.runner import DEFAULT_TOPN
-from ..presets import preset_ranges
+from ..presets import preset_ranges, preset_ruleset
 from ..project import load_project, read_json_file
 from ..runs import list_runs, load_run
 from ..store import open_store
-from . import emit, say
-from .project_cmds import load_ranges_arg
+from . import cli_actor, emit, say
+from .project_cmds import add_ruleset_arg, load_ranges_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,12 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="threads evaluating chunks in parallel (default: the machine's cores, at most 4); "
                         "results are identical whatever the number")
+    add_ruleset_arg(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("evaluate", help="one structure with its KPIs and per-period schedule")
     p.add_argument("--project", required=True, help="project JSON file")
     p.add_argument("--structure", required=True, help="structure JSON file: one value per range key")
     p.add_argument("--seed", type=int, default=None, help="Monte Carlo seed (default 424242)")
+    add_ruleset_arg(p)
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("top", help="the Top-N of a stored run")
@@ -83,7 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         started = time.perf_counter()
         result = service.execute_run(store, project, ranges, seed=args.seed, topn=args.top, sample=args.sample,
-                                     workers=default_workers(args.workers), progress=ProgressBar())
+                                     workers=default_workers(args.workers), progress=ProgressBar(),
+                                     ruleset=args.ruleset or preset_ruleset(args.preset), actor=cli_actor())
     finally:
         store.close()
     summary = result.summary()
@@ -99,7 +102,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     structure = read_json_file(args.structure, "structure")
     store = open_store()
     try:
-        emit(service.evaluate(store, project, structure, args.seed))
+        emit(service.evaluate(store, project, structure, args.seed, args.ruleset))
     finally:
         store.close()
     return 0

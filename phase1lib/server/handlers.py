@@ -49,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
 T = TypeVar("T")
 MAX_SEED = 2**63 - 1
-RUN_FIELDS = ("seed", "topn", "ranges", "preset", "project", "sample")
+RUN_FIELDS = ("seed", "topn", "ranges", "preset", "project", "sample", "ruleset")
 CORE = ("phase1_core",)
 #: The home page lists the dashboards in the analyst's order; other notebooks follow alphabetically.
 FLOW_ORDER = ("Projects", "Permutations", "Run", "Securitisation", "Ops_Monitor")
@@ -515,9 +515,13 @@ def parse_run_request(body: Mapping[str, Any]) -> dict[str, Any]:
             ranges = dict(body["ranges"])
     else:
         errors.append(FieldError("ranges", "required: ranges (an object of range keys) or preset (a name)"))
+    ruleset = body.get("ruleset")
+    if ruleset is not None and not isinstance(ruleset, str):
+        errors.append(FieldError("ruleset", f"must be a ruleset version such as \"v2\" (got {ruleset!r})"))
     if errors:
         raise InputError(errors, "run request")
-    return {"seed": seed, "topn": topn, "sample": sample, "ranges": ranges, "project": body.get("project")}
+    return {"seed": seed, "topn": topn, "sample": sample, "ranges": ranges, "project": body.get("project"),
+            "ruleset": ruleset}
 
 
 def run_answer(result: RunResult, project: Project, source: str) -> dict[str, Any]:
@@ -531,9 +535,10 @@ def run_answer(result: RunResult, project: Project, source: str) -> dict[str, An
 class ValidateHandler(BusinessHandler):
     def post(self) -> None:
         body = self.json_body()
-        data = body["project"] if set(body) == {"project"} and isinstance(body["project"], Mapping) else body
+        wrapped = set(body) in ({"project"}, {"project", "ruleset"}) and isinstance(body["project"], Mapping)
+        data = body["project"] if wrapped else body
         try:
-            project, derived = service.validate_project(self.store, data)
+            project, derived = service.validate_project(self.store, data, body.get("ruleset") if wrapped else None)
         except InputError as error:
             self.set_status(400)
             self.write_json({**error.to_dict(), "valid": False, "request_id": self.request_id}, status=400)
@@ -553,14 +558,14 @@ class PresetsHandler(BusinessHandler):
 class CardinalityHandler(BusinessHandler):
     def post(self) -> None:
         body = self.json_body()
-        unknown = [FieldError(k, "unknown field; known: ranges, preset, project") for k in body
-                   if k not in ("ranges", "preset", "project")]
+        unknown = [FieldError(k, "unknown field; known: ranges, preset, project, ruleset") for k in body
+                   if k not in ("ranges", "preset", "project", "ruleset")]
         if unknown:
             raise InputError(unknown, "cardinality request")
         request = parse_run_request(body)
         project = _parse_project_field(request["project"]) if request["project"] is not None \
             else self.optional_project()
-        self.write_json(service.cardinality(self.store, request["ranges"], project))
+        self.write_json(service.cardinality(self.store, request["ranges"], project, request["ruleset"]))
 
 
 @route("/api/phase1/run", "session", CORE,
@@ -573,7 +578,8 @@ class RunHandler(BusinessHandler):
         try:
             result = await self.in_pool(service.execute_run, self.store, project, request["ranges"],
                                         seed=request["seed"], topn=request["topn"], sample=request["sample"],
-                                        cancel=self.ctx.shutting_down)
+                                        cancel=self.ctx.shutting_down, ruleset=request["ruleset"],
+                                        actor=self.session.username, request_id=self.request_id)
         finally:
             self.ctx.release_run()
         self.remember(last_run_id=result.run_id)
@@ -586,13 +592,13 @@ class SubmitHandler(BusinessHandler):
         request = parse_run_request(self.json_body())
         project, source = self.resolve_project(request["project"])
         plan = service.plan_run(self.store, project, request["ranges"], request["seed"], request["topn"],
-                                request["sample"])
-        permutations = request["sample"] or plan["grid"].cardinality
+                                request["sample"], request["ruleset"])
+        permutations = plan.count
         self.reserve_run()
         try:
             job = self.ctx.jobs.submit(self.session.username, project, request["ranges"], seed=request["seed"],
                                        topn=request["topn"], sample=request["sample"], permutations=permutations,
-                                       request_id=self.request_id)
+                                       request_id=self.request_id, ruleset=request["ruleset"])
         except BaseException:
             self.ctx.release_run()
             raise
@@ -683,15 +689,15 @@ class ExportHandler(BusinessHandler):
 class CalcHandler(BusinessHandler):
     async def post(self) -> None:
         body = self.json_body()
-        errors = [FieldError(k, "unknown field; known: structure, project, seed") for k in body
-                  if k not in ("structure", "project", "seed")]
+        errors = [FieldError(k, "unknown field; known: structure, project, seed, ruleset") for k in body
+                  if k not in ("structure", "project", "seed", "ruleset")]
         seed = _whole(body.get("seed"), "seed", 0, MAX_SEED, errors, allow_none=True)
         if not isinstance(body.get("structure"), Mapping):
             errors.append(FieldError("structure", "required: an object with one value per range key"))
         if errors:
             raise InputError(errors, "calc request")
         project, source = self.resolve_project(body.get("project"))
-        out = await self.in_pool(service.evaluate, self.store, project, body["structure"], seed)
+        out = await self.in_pool(service.evaluate, self.store, project, body["structure"], seed, body.get("ruleset"))
         self.write_json({**out, "project": {"title": project.title, "source": source}})
 
 
