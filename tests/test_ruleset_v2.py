@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from samples import sample
 
 from phase1lib.engine import evaluate_points, evaluate_structure, run
+from phase1lib.engine.gates import CHECKS
 from phase1lib.errors import InputError
 from phase1lib.ops import validate_candidate
 from phase1lib.pricing import benchmark_rate, pricing_hint
@@ -303,3 +304,33 @@ def test_v2_invariants(point, coupon):
         lowest = reference.min_ratio([c - s for c, s in zip(cf, side, strict=True)], service, test_end)
         assert lowest < 1.0 - 1e-9  # one bp further fails
     assert math.isclose(mk["breakeven_rent_cut"], ref["kpis"]["breakeven_rent_cut"], rel_tol=1e-9, abs_tol=1e-12)
+
+
+# --- presets written for v2 ----------------------------------------------------------------------------
+
+SAMPLES = ("london_dc_alpha", "frankfurt_dc_beta", "ashburn_dc_gamma")
+
+
+@pytest.mark.parametrize("preset", ["market_1920", "market_max"])
+def test_v2_presets_find_viable_structures_or_the_sample_says_why_not(preset):
+    from pathlib import Path
+
+    from phase1lib.presets import preset_ranges, preset_ruleset
+
+    assert preset_ruleset(preset) == "v2"
+    readme = (Path(__file__).resolve().parent.parent / "examples" / "README.md").read_text()
+    viable_somewhere = False
+    for name in SAMPLES:
+        result = run(sample(name), preset_ranges(preset), ruleset=V2, workers=2)
+        viable = sum(result.counts[t] for t in ("Diamond", "Gold", "Silver"))
+        assert all(t["structure"]["senior_coupon"] == "market" for t in result.top)
+        if viable:
+            viable_somewhere = True
+            assert len(result.top) == min(20, viable)
+            continue
+        line = next(line for line in readme.splitlines() if f"`{name}.json`" in line)
+        assert "no viable structure" in line and preset in line and "advance_factor" in line
+        bronze = result.frame.filter(result.frame["tier"] == "Bronze")
+        assert bronze.height > 0  # the description's near misses, on the check it names
+        assert set(bronze["near_miss_check"].to_list()) == {CHECKS.index("advance_factor")}
+    assert viable_somewhere

@@ -36,7 +36,7 @@ from ..errors import (
     NotFoundError,
     Phase1Error,
 )
-from ..presets import preset_ranges
+from ..presets import preset_ranges, preset_ruleset
 from ..project import Project, parse_project
 from ..runs import load_run
 from .context import Phase1Context
@@ -518,6 +518,8 @@ def parse_run_request(body: Mapping[str, Any]) -> dict[str, Any]:
     ruleset = body.get("ruleset")
     if ruleset is not None and not isinstance(ruleset, str):
         errors.append(FieldError("ruleset", f"must be a ruleset version such as \"v2\" (got {ruleset!r})"))
+    elif ruleset is None and has_preset and not has_ranges and ranges is not None:
+        ruleset = preset_ruleset(body["preset"])  # a preset written for v2 names its ruleset (D45)
     if errors:
         raise InputError(errors, "run request")
     return {"seed": seed, "topn": topn, "sample": sample, "ranges": ranges, "project": body.get("project"),
