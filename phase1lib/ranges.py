@@ -288,7 +288,15 @@ def _fragment_column(key: str, values: Sequence[Any], codes: np.ndarray) -> pl.S
 
 
 def permutation_ids(grid: Grid, codes: Mapping[str, np.ndarray]) -> list[str]:
-    """permutation_id of many decoded points: JSON assembled column-wise (polars), then sha256 per row."""
+    """permutation_id of many decoded points (see :func:`permutation_id_series`)."""
+    return permutation_id_series(grid, codes).to_list()
+
+
+def permutation_id_series(grid: Grid, codes: Mapping[str, np.ndarray]) -> pl.Series:
+    """permutation_id of many decoded points: the canonical JSON assembled column-wise and hashed in polars
+    (sha256 by the polars-hash plugin, in Rust threads, without the GIL: the same digest as hashlib)."""
+    import polars_hash  # noqa: F401 - registers the .chash namespace
+
     columns = []
     for key in sorted(KEYS):
         values, key_codes = list(grid.values[key]), codes[key]
@@ -299,12 +307,9 @@ def permutation_ids(grid: Grid, codes: Mapping[str, np.ndarray]) -> list[str]:
             key_codes = np.where(is_none, len(grid.values[key]) + codes["senior_tenor"], key_codes)
         columns.append(_fragment_column(key, values, key_codes).alias(key))
     if not columns or len(columns[0]) == 0:
-        return []
-    text = pl.DataFrame(columns).select(
-        pl.concat_str([pl.lit("{"), pl.concat_str(pl.all(), separator=",", ignore_nulls=True), pl.lit("}")])
-    ).to_series()
-    sha = hashlib.sha256
-    return [sha(t).hexdigest()[:12] for t in text.cast(pl.Binary).to_list()]
+        return pl.Series("permutation_id", [], dtype=pl.String)
+    text = pl.concat_str([pl.lit("{"), pl.concat_str(pl.all(), separator=",", ignore_nulls=True), pl.lit("}")])
+    return pl.DataFrame(columns).select(text.chash.sha2_256().str.slice(0, 12).alias("permutation_id")).to_series()
 
 
 def parse_ranges(request: Any, project: Project | None = None, ruleset: Ruleset | None = None) -> Grid:

@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the London sample with the current_1920 preset and show the Top-5")
     p.set_defaults(handler=cmd_demo)
 
+    p = sub.add_parser("warmup", help="compile the engine's numba kernels into their cache (done at set-up), so "
+                                      "no run pays the compile")
+    p.set_defaults(handler=cmd_warmup)
+
 
 def default_workers(requested: int | None) -> int:
     """Worker threads for a CLI run: as asked, else the machine's cores (at most 4)."""
@@ -118,6 +122,15 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     emit({"runs": list_runs(limit=args.limit)})
+    return 0
+
+
+def cmd_warmup(args: argparse.Namespace) -> int:
+    from ..engine import kernels
+
+    started = time.perf_counter()
+    marker = kernels.warmup()
+    emit({"kernels": "ready", "cache": str(marker.parent), "seconds": round(time.perf_counter() - started, 3)})
     return 0
 
 

@@ -18,6 +18,7 @@ from ..pricing import MARKET, benchmark_rate, market_coupon
 from ..project import MEZZ_AMORTS, Derived, Project, derive
 from ..ranges import INDEXATION_MODES, KEYS, MEZZ_KEYS, SENIOR_AMORTS, Grid
 from ..ruleset import RATINGS, TOL, Ruleset, notch
+from . import kernels
 from .arrays import safe_div, seqsum
 from .cashflows import STRESS_NAMES, CaseFlows, case_flows
 from .gates import CHECKS, REPO_RULES, check_table, near_miss, repo_failures, tiers
@@ -46,6 +47,8 @@ class Context:
     flows: list[CaseFlows]
     cases: CaseTable
     case_lookup: np.ndarray = field(repr=False)
+    #: Use the compiled kernels (engine.kernels) for mezzanine and IRR rows: same results, fewer passes.
+    kernels: bool = False
 
     @property
     def ppy(self) -> int:
@@ -333,7 +336,9 @@ def _evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool, hints
         spans = [n_periods] if detail else np.unique(span)
         for width in spans:  # rows sharing a span share a matrix width: no work past the last service
             group = mezz_rows if detail else mezz_rows[span == width]
-            result, totals = _mezz_group(ctx, table, group, senior, sen, cls, case, int(width), detail)
+            compiled = ctx.kernels and not detail
+            result, totals = (_mezz_group_compiled if compiled else _mezz_group)(ctx, table, group, senior, sen, cls,
+                                                                                 case, int(width), detail)
             mezz_amount[group] = result.amount
             for s_name in STRESS_NAMES:
                 stress_total[s_name][group] = totals[s_name]
@@ -363,12 +368,13 @@ def _evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool, hints
         yearly = ctx.cases.equity_base[:, ::ppy].T[:, case[fast]]
         yearly -= sen.u[:, ::ppy].T[:, cls[fast]] * senior[fast]
         _subtract_mezz(yearly, fast, rows, mezz_service, ppy)
-        x[fast] = irr_factor_yearly(yearly, dsra[fast], last_test[fast] // ppy, residual, equity[fast], ppy)
+        solve_yearly = kernels.irr_yearly if ctx.kernels else irr_factor_yearly
+        x[fast] = solve_yearly(yearly, dsra[fast], last_test[fast] // ppy, residual, equity[fast], ppy)
     if len(slow) or detail:
         slow = np.arange(rows) if detail else slow
         flows = _period_flows(ctx, case[slow], cls[slow], sen, senior[slow], dsra[slow], last_test[slow], residual)
         _subtract_mezz(flows, slow, rows, mezz_service, 1)
-        x_slow = irr_factor_periods(flows, equity[slow])
+        x_slow = (kernels.irr_periods if ctx.kernels and not detail else irr_factor_periods)(flows, equity[slow])
         if not detail:
             x[slow] = x_slow
     equity_irr = annualised_irr(x, ppy)
@@ -460,6 +466,22 @@ def _mezz_group(ctx: Context, table: Mapping[str, np.ndarray], rows: np.ndarray,
         lowest = np.fmin.reduce(ctx.cases.stress_cash[mcase, i, :width] * inv, axis=1)  # fmin skips NaN
         totals[s] = np.where(has_mezz, lowest, np.nan)
     return mezz, totals
+
+
+def _mezz_group_compiled(ctx: Context, table: Mapping[str, np.ndarray], rows: np.ndarray, senior: np.ndarray,
+                         sen: SeniorClasses, cls: np.ndarray, case: np.ndarray, width: int, full: bool
+                         ) -> tuple[MezzResult, dict[str, np.ndarray]]:
+    """:func:`_mezz_group` by the compiled kernel (grid mode: no schedule matrices)."""
+    d, ppy = ctx.derived, ctx.ppy
+    mcls = cls[rows]
+    n_m = np.minimum(table["mezz_tenor"][rows], ctx.project.lease_years) * ppy
+    span = np.maximum(sen.test_periods[mcls], n_m)
+    headroom = (d.af_max + ctx.ruleset.gates["mezz_af_headroom"]) * d.funding_need - senior[rows]
+    amount, service, min_ratio, totals = kernels.mezz_group(
+        ctx.cases.lender_pos, sen.u, ctx.cases.stress_cash, mcls, case[rows], senior[rows],
+        table["mezz_coupon"][rows].astype(float), table["mezz_dscr"][rows].astype(float), n_m,
+        table["mezz_amort"][rows], headroom, ppy, width, span)
+    return MezzResult(amount, service, min_ratio), {s: totals[:, i] for i, s in enumerate(STRESS_NAMES)}
 
 
 def _hints(ctx: Context, table: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray], underlying: np.ndarray

@@ -31,10 +31,11 @@ from ..ranges import (
     check_guardrail,
     parse_ranges,
     permutation_id,
-    permutation_ids,
+    permutation_id_series,
     sample_indices,
 )
 from ..ruleset import RATINGS, Ruleset, load_ruleset
+from . import kernels
 from .breakevens import breakeven_kpis
 from .cashflows import STRESS_NAMES
 from .evaluate import ENUMS, LIMITS, Context, context_for_grid, evaluate, search_hints, table_from_codes
@@ -125,13 +126,14 @@ def chunk_rows(n_periods: int, chunk_size: int | None) -> int:
 
 
 def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: int, *, chunk_size: int | None,
-                  workers: int = 1, progress: Progress | None = None,
-                  cancel: threading.Event | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Evaluate ``count`` grid points (``indices`` or 0..count-1) chunk by chunk; (structure, kpi) columns."""
+                  workers: int = 1, progress: Progress | None = None, cancel: threading.Event | None = None,
+                  ids: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], pl.Series | None]:
+    """Evaluate ``count`` grid points (``indices`` or 0..count-1) chunk by chunk: (structure, kpi) columns, and
+    with ``ids`` the permutation_ids, hashed in each chunk's worker (polars releases the GIL) beside the numbers."""
     size = chunk_rows(ctx.n_periods, chunk_size)
     bounds = [(a, min(a + size, count)) for a in range(0, count, size)] or [(0, 0)]
 
-    def work(bound: tuple[int, int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def work(bound: tuple[int, int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], pl.Series | None]:
         if cancel is not None and cancel.is_set():
             raise RunCancelled("run cancelled")
         a, b = bound
@@ -140,7 +142,8 @@ def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: i
         table = table_from_codes(grid, codes)
         out = evaluate(ctx, table)
         structure = {"permutation_index": idx, **table, **{f"_code_{k}": codes[k] for k in KEYS}}
-        return structure, {k: v for k, v in out.items() if not k.startswith("_") or k == "_hint_search"}
+        chunk_ids = permutation_id_series(grid, codes) if ids else None
+        return structure, {k: v for k, v in out.items() if not k.startswith("_") or k == "_hint_search"}, chunk_ids
 
     results: list[Any] = [None] * len(bounds)
     done = 0
@@ -162,7 +165,7 @@ def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: i
     kpis = {k: np.concatenate([r[1][k] for r in results]) for k in results[0][1]}
     search_hints(ctx, {k: structure[k] for k in KEYS}, kpis)
     kpis.pop("_hint_search")
-    return structure, kpis
+    return structure, kpis, pl.concat([r[2] for r in results]) if ids else None
 
 
 def rank_rows(kpis: Mapping[str, np.ndarray], index: np.ndarray, topn: int, gates: bool = True) -> np.ndarray:
@@ -177,9 +180,9 @@ def rank_rows(kpis: Mapping[str, np.ndarray], index: np.ndarray, topn: int, gate
     return rows[order[:topn]]
 
 
-def grid_ids(structure: Mapping[str, np.ndarray], grid: Grid) -> list[str]:
+def grid_ids(structure: Mapping[str, np.ndarray], grid: Grid) -> pl.Series:
     """permutation_id of every row of a grid evaluation."""
-    return permutation_ids(grid, {k: structure[f"_code_{k}"] for k in KEYS})
+    return permutation_id_series(grid, {k: structure[f"_code_{k}"] for k in KEYS})
 
 
 def enum_kpis(limits: tuple[str, ...] = LIMITS) -> dict[str, tuple[tuple[str, ...], str]]:
@@ -206,7 +209,7 @@ def coupon_texts(coupons: np.ndarray) -> list[str]:
     return [MARKET if c != c else json.dumps(c) for c in coupons.tolist()]
 
 
-def make_frame(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray], ids: list[str] | None,
+def make_frame(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray], ids: pl.Series | list[str] | None,
                limits: tuple[str, ...] = LIMITS, priced: bool = False) -> pl.DataFrame:
     """Evaluated structures as a polars frame: readable structure and KPI columns, nulls for NaN.
 
@@ -301,9 +304,11 @@ def run(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED
     indices = sample_indices(cardinality, sample, seed) if sample else None
     count = sample or cardinality
     ctx = context_for_grid(project, rs, grid)
+    ctx.kernels = kernels.use_for(count)  # compiled mezzanine and IRR rows: identical results, faster
     size = chunk_size if chunked else max(count, 1)
-    structure, kpis = evaluate_grid(ctx, grid, indices, count, chunk_size=size, workers=workers,
-                                    progress=progress, cancel=cancel)
+    # v2 frames leave permutation_id out: it is derived on read (runs.frame_ids), exact where a row is shown
+    structure, kpis, ids = evaluate_grid(ctx, grid, indices, count, chunk_size=size, workers=workers,
+                                         progress=progress, cancel=cancel, ids=not ctx.priced)
     index = structure["permutation_index"]
     top_rows = rank_rows(kpis, index, topn, gates)
     top_table = {k: v[top_rows] for k, v in structure.items() if not k.startswith("_")}
@@ -314,8 +319,6 @@ def run(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED
     top = [_top_entry(render_row(ctx, row), i + 1, mc[0][i], mc[1][i], extra[i]) for i, row in enumerate(rows)]
     engine_s = time.perf_counter() - started
 
-    # v2 frames leave permutation_id out: it is derived on read (runs.frame_ids), exact where a row is shown
-    ids = None if ctx.priced else grid_ids(structure, grid)
     frame = make_frame(structure, kpis, ids, ctx.limits, ctx.priced)
     key = run_key(project, grid, seed, topn, sample, gates)
     run_id = make_run_id(key, rs)
