@@ -1,4 +1,4 @@
-"""The compiled kernels (phase1lib.engine.kernels) give bit for bit what the numpy path gives: every output
+"""The compiled C kernels (phase1lib.engine.kernels) give bit for bit what the numpy path gives: every output
 column of random structure tables under v1 and v2, and whole runs whatever the chunking and worker count.
 And they are used only when their cache is warm (no run pays the compile), or when forced."""
 
@@ -59,7 +59,7 @@ def test_kernels_equal_the_numpy_path_bit_for_bit(data, priced):
 def test_whole_runs_are_identical_whatever_the_path_chunking_and_workers(monkeypatch, name, preset, ruleset):
     project = sample(name)
     results = []
-    for mode, chunk, workers in (("numpy", None, 1), ("numba", None, 1), ("numba", 777, 2), ("numpy", 1000, 2)):
+    for mode, chunk, workers in (("numpy", None, 1), ("c", None, 1), ("c", 777, 2), ("numpy", 1000, 2)):
         monkeypatch.setenv("PHASE1_KERNELS", mode)
         results.append(run(project, preset_ranges(preset), ruleset=ruleset, chunk_size=chunk, workers=workers))
     first = results[0]
@@ -71,10 +71,18 @@ def test_whole_runs_are_identical_whatever_the_path_chunking_and_workers(monkeyp
 def test_kernels_are_used_only_when_warm_or_forced(monkeypatch, tmp_path):
     monkeypatch.setenv("PHASE1_KERNELS", "numpy")
     assert not kernels.use_for(10**6)
-    monkeypatch.setenv("PHASE1_KERNELS", "numba")
+    monkeypatch.setenv("PHASE1_KERNELS", "c")
     assert kernels.use_for(10)  # forced: even small grids
     monkeypatch.setenv("PHASE1_KERNELS", "auto")
     assert kernels.ready()  # the fixture compiled them
     assert kernels.use_for(kernels.MIN_ROWS) and not kernels.use_for(kernels.MIN_ROWS - 1)
-    monkeypatch.setattr(kernels, "_marker", lambda: tmp_path / "missing.ready")
-    assert not kernels.ready() and not kernels.use_for(10**6)  # a cold cache: the numpy path, no compile
+    monkeypatch.setattr(kernels, "library_path", lambda: tmp_path / "missing.so")
+    assert not kernels.ready() and not kernels.use_for(10**6)  # not built yet: the numpy path, no compile
+
+
+def test_a_missing_compiler_is_a_clear_error_and_the_numpy_path_stays(monkeypatch, tmp_path):
+    monkeypatch.setattr(kernels, "library_path", lambda: tmp_path / "kernels.so")
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with pytest.raises(RuntimeError, match="cannot run the C compiler"):
+        kernels.build()
+    assert not kernels.ready() and not (tmp_path / "kernels.so").exists()

@@ -1,91 +1,135 @@
-"""Compiled kernels (numba) for the engine's hottest per-row loops: mezzanine sizing with the combined stresses,
-and the equity IRR's Newton iterations.
+"""Compiled kernels for the engine's hottest per-row loops: mezzanine sizing with the combined stresses, and the
+equity IRR's Newton iterations (``kernels.c``, loaded with ctypes).
 
 Each kernel performs exactly the IEEE operations of the numpy code it replaces (``mezz.size_mezz`` with
-``evaluate._mezz_group``; ``irr._newton`` with its NPV polynomials), in the same order, without fastmath, so
-results are bit-identical whichever path runs (tests/test_kernels.py). What they save is numpy's passes over
-(rows x periods) temporaries: a kernel reads each period array once per row and releases the GIL, so chunks
-run in parallel on the worker threads.
+``evaluate._mezz_group``; ``irr._newton`` with its NPV polynomials), in the same order, compiled without
+value-changing optimisations, so results are bit-identical whichever path runs (tests/test_kernels.py). What
+they save is numpy's passes over (rows x periods) temporaries; ctypes releases the GIL during each call, so
+chunks run in parallel on the worker threads.
 
-numba is imported lazily, and kernels are used only once their compiled code is cached (``ready()``):
-``phase1 warmup`` (run by ``./workbench`` at set-up) compiles them, so no user's run pays the compile; until
-then, and for grids too small to repay numba's import, the numpy path runs. ``PHASE1_KERNELS=numpy`` forces
-the numpy path (``=numba`` forces the kernels, compiling if needed).
+Why C and not numba: both were built and measured on this machine (docs/performance.md): numba's kernels
+were as fast, but importing numba and loading its cached code cost 0.6-0.9 s in every new process, more than
+they save in a whole `phase1 run`; the C library loads in about a millisecond. It is compiled once, by the
+system C compiler, at set-up (``phase1 warmup``, run by ``./workbench``), never during a user's run: until it
+is built (or where no compiler exists) the numpy path runs. ``PHASE1_KERNELS=numpy`` forces the numpy path,
+``=c`` the kernels whatever the grid size.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
+import shutil
+import subprocess
+import tempfile
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
-#: Rows of a run from which the kernels repay numba's import (~0.3 s); smaller grids take the numpy path.
-MIN_ROWS = 20_000
-_SOURCE = Path(__file__).with_name("_kernels_src.py")
+#: Rows of a run from which the kernels are used (below, numpy's passes are cheap and both give the same).
+MIN_ROWS = 2_000
+SOURCE = Path(__file__).with_name("kernels.c")
+#: No fused multiply-add, no reassociation: the kernels must round exactly as numpy does.
+CFLAGS = ("-O2", "-fno-fast-math", "-ffp-contract=off", "-fPIC", "-shared", "-std=c11")
+
+
+def mode() -> str:
+    """PHASE1_KERNELS: "auto" (default), "numpy" or "c"."""
+    value = (os.environ.get("PHASE1_KERNELS") or "auto").strip().lower()
+    return value if value in ("auto", "numpy", "c") else "auto"
 
 
 def _cache_dir() -> Path:
-    """Where numba caches the compiled kernels: beside the source when writable, else the user's cache."""
+    """Where the compiled library lives: beside the source when writable, else the user's cache."""
     local = Path(__file__).parent / "__pycache__"
     try:
         local.mkdir(exist_ok=True)
         if os.access(local, os.W_OK):
-            return local / "numba"
+            return local
     except OSError:
         pass
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "phase1" / "numba"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "phase1"
 
 
-def _marker() -> Path:
-    digest = hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:16]
-    return _cache_dir() / f"phase1-kernels-{digest}.ready"
-
-
-def mode() -> str:
-    """PHASE1_KERNELS: "auto" (default), "numpy" or "numba"."""
-    value = (os.environ.get("PHASE1_KERNELS") or "auto").strip().lower()
-    return value if value in ("auto", "numpy", "numba") else "auto"
+def library_path() -> Path:
+    """The compiled library for this source (its sha256 in the name: a changed kernel is rebuilt)."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    return _cache_dir() / f"phase1_kernels-{digest}.so"
 
 
 def ready() -> bool:
-    """True when the kernels' compiled code is cached (or forced with PHASE1_KERNELS=numba)."""
-    m = mode()
-    if m == "numpy":
+    """True when the compiled library exists (it is built at set-up) and the numpy path is not forced."""
+    if mode() == "numpy":
         return False
-    if m == "numba":
-        return True
     try:
-        return _marker().is_file()
+        return library_path().is_file()
     except OSError:
         return False
 
 
 def use_for(rows: int) -> bool:
     """Whether a run of ``rows`` permutations takes the compiled kernels."""
-    return ready() and (rows >= MIN_ROWS or mode() == "numba")
+    return ready() and (rows >= MIN_ROWS or mode() == "c")
 
 
-@cache
-def module() -> ModuleType:
-    """The compiled kernels (imports numba; compiles what is not cached yet)."""
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(_cache_dir()))
-    from . import _kernels_src
-
-    return _kernels_src
+def build() -> Path:
+    """Compile kernels.c with the system C compiler (CC, else cc or gcc), atomically; returns the library."""
+    target = library_path()
+    if target.is_file():
+        return target
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise RuntimeError("no C compiler (cc or gcc) found: the engine keeps its numpy path")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        try:
+            done = subprocess.run([compiler, *CFLAGS, "-o", str(out), str(SOURCE), "-lm"], capture_output=True,
+                                  text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise RuntimeError(f"cannot run the C compiler {compiler!r}: {error}") from None
+        if done.returncode != 0:
+            raise RuntimeError(f"compiling {SOURCE.name} failed: {done.stderr.strip()[:500]}")
+        os.replace(out, target)
+    return target
 
 
 def warmup() -> Path:
-    """Compile every kernel for the argument types the engine passes and mark the cache ready."""
-    k = module()
-    k.compile_all()
-    marker = _marker()
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text("compiled\n")
-    return marker
+    """Build the library if needed and load it (``phase1 warmup``)."""
+    path = build()
+    library.cache_clear()
+    library()
+    return path
+
+
+_F = np.ctypeslib.ndpointer(dtype=np.float64, flags="C_CONTIGUOUS")
+_I = np.ctypeslib.ndpointer(dtype=np.int64, flags="C_CONTIGUOUS")
+_N = ctypes.c_int64
+_SIGNATURES = {
+    "mezz_group": [_F, _F, _F, _N, _N, _I, _I, _F, _F, _F, _I, _I, _F, _N, _N, _I, _N, _F, _F, _F, _F, _F],
+    "irr_yearly": [_F, _N, _N, _F, _I, ctypes.c_double, _F, _N, _F],
+    "irr_periods": [_F, _N, _N, _F, _F],
+}
+
+
+@cache
+def library() -> ctypes.CDLL:
+    """The loaded kernels (building them if the library is missing, e.g. with PHASE1_KERNELS=c)."""
+    lib = ctypes.CDLL(str(build()))
+    for name, argtypes in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = argtypes, None
+    return lib
+
+
+def _f(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _i(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)
 
 
 def mezz_group(lender_pos: np.ndarray, u: np.ndarray, stress_cash: np.ndarray, cls: np.ndarray, case: np.ndarray,
@@ -93,30 +137,30 @@ def mezz_group(lender_pos: np.ndarray, u: np.ndarray, stress_cash: np.ndarray, c
                headroom: np.ndarray, ppy: int, width: int, span: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(amount, service rows x width, lowest principal / amount, combined stress minima rows x scenarios)."""
-    rows = len(cls)
-    amount = np.zeros(rows)
-    min_ratio = np.zeros(rows)
+    rows, scenarios, n_periods = len(cls), stress_cash.shape[1], lender_pos.shape[1]
+    assert u.shape[1] == n_periods == stress_cash.shape[2] and width <= n_periods
+    amount, min_ratio = np.zeros(rows), np.zeros(rows)
     service = np.zeros((rows, width))
-    totals = np.full((rows, stress_cash.shape[1]), np.nan)
-    module().mezz_group(np.ascontiguousarray(lender_pos), np.ascontiguousarray(u), np.ascontiguousarray(stress_cash),
-                        cls.astype(np.int64), case.astype(np.int64), senior.astype(np.float64),
-                        coupon.astype(np.float64), dscr.astype(np.float64), n_m.astype(np.int64),
-                        amort.astype(np.int64), headroom.astype(np.float64), int(ppy), int(width),
-                        span.astype(np.int64), amount, min_ratio, service, totals)
+    totals = np.full((rows, scenarios), np.nan)
+    library().mezz_group(_f(lender_pos), _f(u), _f(stress_cash), n_periods, scenarios, _i(cls), _i(case), _f(senior),
+                         _f(coupon), _f(dscr), _i(n_m), _i(amort), _f(headroom), int(ppy), int(width), _i(span),
+                         rows, amount, min_ratio, service, totals, np.empty(6 * max(width, 1)))
     return amount, service, min_ratio, totals
 
 
 def irr_yearly(yearly: np.ndarray, point: np.ndarray, point_year: np.ndarray, residual: float, equity: np.ndarray,
                ppy: int) -> np.ndarray:
     """``irr.irr_factor_yearly`` compiled: the discount factor x per column of ``yearly`` (years x rows)."""
-    x = np.full(yearly.shape[1], np.nan)
-    module().irr_yearly(np.ascontiguousarray(yearly.T), point.astype(np.float64), point_year.astype(np.int64),
-                        float(residual), equity.astype(np.float64), int(ppy), x)
+    years, rows = yearly.shape
+    x = np.full(rows, np.nan)
+    library().irr_yearly(_f(yearly.T), rows, years, _f(point), _i(point_year), float(residual), _f(equity), int(ppy),
+                         x)
     return x
 
 
 def irr_periods(flows_t: np.ndarray, equity: np.ndarray) -> np.ndarray:
     """``irr.irr_factor_periods`` compiled: the discount factor x per column of ``flows_t`` (N x rows)."""
-    x = np.full(flows_t.shape[1], np.nan)
-    module().irr_periods(np.ascontiguousarray(flows_t.T), equity.astype(np.float64), x)
+    n, rows = flows_t.shape
+    x = np.full(rows, np.nan)
+    library().irr_periods(_f(flows_t.T), rows, n, _f(equity), x)
     return x

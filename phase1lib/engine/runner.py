@@ -304,7 +304,7 @@ def run(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED
     indices = sample_indices(cardinality, sample, seed) if sample else None
     count = sample or cardinality
     ctx = context_for_grid(project, rs, grid)
-    ctx.kernels = kernels.use_for(count)  # compiled mezzanine and IRR rows: identical results, faster
+    ctx.kernels = kernels.use_for(count)  # compiled mezzanine and IRR rows (C): identical results, faster
     size = chunk_size if chunked else max(count, 1)
     # v2 frames leave permutation_id out: it is derived on read (runs.frame_ids), exact where a row is shown
     structure, kpis, ids = evaluate_grid(ctx, grid, indices, count, chunk_size=size, workers=workers,
