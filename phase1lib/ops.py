@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import ENGINE_VERSION, __version__, config
+from .defaults import DEFAULT_SEED
 from .errors import ConflictError, DisabledError, FieldError, InputError, NotFoundError
 from .ruleset import (
     RATINGS,
@@ -45,7 +46,6 @@ FLAGS: dict[str, tuple[bool, str]] = {
     "docs_exports": (True, "On: term-sheet exports. Off: export is refused with a clear message."),
 }
 FLAG_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-DEFAULT_SEED = 424242
 _DISABLED = {
     "phase1_core": "Phase-1 disabled",
     "reverse_dscr_engine": "the reverse DSCR calculator is disabled (flag reverse_dscr_engine is off)",

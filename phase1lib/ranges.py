@@ -14,15 +14,16 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from .errors import FieldError, GuardrailError, InputError
 from .pricing import MARKET
 from .project import AMORTISATIONS, MEZZ_AMORTS, Project, coerce_integer, coerce_number
 from .ruleset import Ruleset
+
+if TYPE_CHECKING:  # numpy and polars are imported where grids are decoded or hashed, not to parse a request
+    import numpy as np
+    import polars as pl
 
 DEFAULT_MAX_PERMUTATIONS = 250_000
 SENIOR_AMORTS = AMORTISATIONS
@@ -226,6 +227,8 @@ class Grid:
     # -- points ------------------------------------------------------------------------------------
     def decode(self, indices: Any) -> dict[str, np.ndarray]:
         """Per-key value indices (int64) of the points at ``indices``; mezz_* are -1 where mezz is off."""
+        import numpy as np
+
         idx = np.asarray(indices, dtype=np.int64)
         block = np.array(self.block_sizes, dtype=np.int64)
         starts = np.concatenate(([0], np.cumsum(block)[:-1]))
@@ -283,6 +286,9 @@ def permutation_id(point: Mapping[str, Any]) -> str:
 
 def _fragment_column(key: str, values: Sequence[Any], codes: np.ndarray) -> pl.Series:
     """'"key":value' JSON fragments of each row's value; null where the key is omitted (code -1)."""
+    import numpy as np
+    import polars as pl
+
     frags = pl.Series([f'"{key}":{json.dumps(v)}' for v in values] + [None], dtype=pl.String)
     return frags.gather(np.where(codes < 0, len(values), codes))
 
@@ -295,6 +301,8 @@ def permutation_ids(grid: Grid, codes: Mapping[str, np.ndarray]) -> list[str]:
 def permutation_id_series(grid: Grid, codes: Mapping[str, np.ndarray]) -> pl.Series:
     """permutation_id of many decoded points: the canonical JSON assembled column-wise and hashed in polars
     (sha256 by the polars-hash plugin, in Rust threads, without the GIL: the same digest as hashlib)."""
+    import numpy as np
+    import polars as pl
     import polars_hash  # noqa: F401 - registers the .chash namespace
 
     columns = []
@@ -380,6 +388,8 @@ def check_guardrail(cardinality: int, sample: int | None = None, limit: int | No
 
 def sample_indices(cardinality: int, size: int, seed: int) -> np.ndarray:
     """``size`` distinct grid indices drawn with PCG64(seed), sorted ascending (METHODOLOGY section 3)."""
+    import numpy as np
+
     rng = np.random.Generator(np.random.PCG64(seed))
     return np.sort(rng.choice(cardinality, size, replace=False)).astype(np.int64)
 

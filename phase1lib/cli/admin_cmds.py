@@ -15,12 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import ops
-from ..auth import Auth
 from ..errors import FieldError, InputError
 from ..ruleset import available_versions
 from ..store import Store, open_store
 from . import cli_actor, emit, say
+from .lazy import auth, ops
 
 _ON = {"on", "true", "1", "yes"}
 _OFF = {"off", "false", "0", "no"}
@@ -134,29 +133,29 @@ def _print_enrolment(enrolment: dict[str, str], as_json: bool, what: str) -> Non
 
 def cmd_create_user(args: argparse.Namespace) -> int:
     password = read_password()
-    enrolment = _with_store(lambda store: Auth(store).create_user(args.username, password, cli_actor(),
+    enrolment = _with_store(lambda store: auth.Auth(store).create_user(args.username, password, cli_actor(),
                                                                   _request_id()))
     _print_enrolment(enrolment, args.json, "Created admin user")
     return 0
 
 
 def cmd_list_users(args: argparse.Namespace) -> int:
-    emit({"users": _with_store(lambda store: Auth(store).list_users())})
+    emit({"users": _with_store(lambda store: auth.Auth(store).list_users())})
     return 0
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
-    emit(_with_store(lambda store: Auth(store).disable_user(args.username, cli_actor(), _request_id())))
+    emit(_with_store(lambda store: auth.Auth(store).disable_user(args.username, cli_actor(), _request_id())))
     return 0
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
-    emit(_with_store(lambda store: Auth(store).enable_user(args.username, cli_actor(), _request_id())))
+    emit(_with_store(lambda store: auth.Auth(store).enable_user(args.username, cli_actor(), _request_id())))
     return 0
 
 
 def cmd_reset_mfa(args: argparse.Namespace) -> int:
-    enrolment = _with_store(lambda store: Auth(store).reset_mfa(args.username, cli_actor(), _request_id()))
+    enrolment = _with_store(lambda store: auth.Auth(store).reset_mfa(args.username, cli_actor(), _request_id()))
     _print_enrolment(enrolment, args.json, "New TOTP secret for")
     return 0
 

@@ -7,13 +7,12 @@ import os
 import sys
 import time
 
-from .. import service
-from ..engine.runner import DEFAULT_TOPN
+from ..defaults import DEFAULT_TOPN
 from ..presets import preset_ranges, preset_ruleset
 from ..project import load_project, read_json_file
-from ..runs import list_runs, load_run
 from ..store import open_store
 from . import cli_actor, emit, say
+from .lazy import runs, service
 from .project_cmds import add_ruleset_arg, load_ranges_arg
 
 
@@ -112,7 +111,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    result = load_run(args.run_id, frame=False)
+    result = runs.load_run(args.run_id, frame=False)
     top = result.top[: args.n] if args.n else result.top
     emit({"run_id": result.run_id, "seed": result.meta["seed"], "cardinality": result.meta["cardinality"],
           "evaluated": result.meta["evaluated"], "counts": result.meta["counts"], "top": top})
@@ -120,7 +119,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    emit({"runs": list_runs(limit=args.limit)})
+    emit({"runs": runs.list_runs(limit=args.limit)})
     return 0
 
 

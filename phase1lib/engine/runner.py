@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from .. import ENGINE_VERSION
+from ..defaults import DEFAULT_SEED, DEFAULT_TOPN
 from ..errors import Phase1Error
 from ..pricing import MARKET
 from ..project import Project, default_closing_date
@@ -44,8 +45,6 @@ from .memory import tune_allocator
 from .montecarlo import monte_carlo
 from .render import render_row, structure_of
 
-DEFAULT_SEED = 424242
-DEFAULT_TOPN = 20
 CHUNK_ELEMENTS = 3_200_000  # rows x periods per chunk: about 26 MB per float matrix; larger chunks share more
 # senior classes and spend less time in Python per row (benchmarks/engine.py: 250k rows, 2 workers, ~780 MB peak)
 Progress = Callable[[int, int], None]
