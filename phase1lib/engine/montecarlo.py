@@ -31,15 +31,19 @@ def monte_carlo(ctx: Context, table: Mapping[str, np.ndarray], seed: int) -> tup
     cash = {c: monte_carlo_cash(ctx.project, ctx.derived, cpi, *ctx.case_keys[c]) for c in np.unique(detail.case)}
     sen = detail.senior
     p = np.arange(1, ctx.n_periods + 1)
-    for a in range(0, rows, BATCH):
-        sel = np.arange(a, min(a + BATCH, rows))
-        cls = detail.cls[sel]
-        service = out["senior_amount"][sel, None] * sen.u[cls]
-        served = (p <= sen.test_periods[cls][:, None]) & (service > 0)
-        inv = np.divide(1.0, service, out=np.full(service.shape, np.nan), where=served)
-        paths = np.stack([cash[c] for c in detail.case[sel]])  # rows x paths x N
-        minima = np.fmin.reduce(paths * inv[:, None, :], axis=2)
-        has = out["senior_amount"][sel] > 0
-        breach[sel] = np.where(has, (minima < mc["breach_dscr"] - TOL).sum(axis=1) / minima.shape[1], np.nan)
-        p5[sel] = np.where(has, np.percentile(minima, mc["percentile"], axis=1), np.nan)
+    service = out["senior_amount"][:, None] * sen.u[detail.cls]
+    served = (p <= sen.test_periods[detail.cls][:, None]) & (service > 0)
+    inv = np.divide(1.0, service, out=np.full(service.shape, np.nan), where=served)
+    last = np.max(np.where(served, p, 0), axis=1, initial=0)  # no service after it: nothing to test
+    for c in np.unique(detail.case):  # rows of one case share its paths: no copies of the path matrix
+        members = np.flatnonzero(detail.case == c)
+        for a in range(0, len(members), BATCH):
+            sel = members[a:a + BATCH]
+            width = int(last[sel].max(initial=0))
+            if width == 0:  # no senior service in any of these rows: NaN, as initialised
+                continue
+            minima = np.fmin.reduce(cash[c][None, :, :width] * inv[sel, None, :width], axis=2)  # rows x paths
+            has = out["senior_amount"][sel] > 0
+            breach[sel] = np.where(has, (minima < mc["breach_dscr"] - TOL).sum(axis=1) / minima.shape[1], np.nan)
+            p5[sel] = np.where(has, np.percentile(minima, mc["percentile"], axis=1), np.nan)
     return breach, p5
