@@ -188,7 +188,7 @@ SPECS: dict[str, _Spec] = {
     "admin_bps": _Spec("number", default=15.0, lo=0, unit="bps of funding need / yr", label="Admin cost"),
     "wrap_premium_bps": _Spec("number", default=60.0, lo=0, unit="bps / yr", label="Wrap premium"),
     "wrap_dscr_relief": _Spec("number", default=0.15, lo=0, hi=0.5, unit="ratio", label="Wrap DSCR relief"),
-    "mezz_coupon": _Spec("number", default=0.09, lo=0, unit="rate", label="Mezz coupon"),
+    "mezz_coupon": _Spec("number", default=0.09, lo=0, hi=1, hi_open=True, unit="rate", label="Mezz coupon"),
     "mezz_dscr": _Spec("number", default=1.10, lo=1.0, unit="ratio", label="Mezz combined DSCR"),
     "mezz_tenor": _Spec("integer", default=None, lo=1, unit="years", label="Mezz tenor"),
     "mezz_amort": _Spec("enum", default="sculpted", choices=MEZZ_AMORTS, label="Mezz amortisation"),

@@ -1,7 +1,7 @@
 """Scalar reference implementation of the Phase-1 methodology: a TEST ORACLE, not production code.
 
-This module re-implements ``/work/shared/METHODOLOGY.md`` (sections 4-9) together with the readings of
-``docs/methodology-notes.md`` (D7..D31) in plain Python: lists, loops and the ``math`` module, one
+This module re-implements the methodology (``docs/methodology.md``, sections 4-9 and 11) together with the
+readings of ``docs/methodology-notes.md`` (D7..D45) in plain Python: lists, loops and the ``math`` module, one
 permutation at a time, written to be read next to the text rather than to be fast. The vectorised
 engine in ``phase1lib/engine`` is checked against it (to 1e-9 relative); the two are deliberately
 independent, so nothing here imports or mirrors the engine. numpy is used only where the methodology
