@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,23 +20,29 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PRESETS = ("current_1920", "phase2_10k", "phase3_50k", "maximum_250k")
+#: (sample, preset) rows; the market_* presets run under ruleset v2 (their own), the others under v1.
+CASES = (("london_dc_alpha", "current_1920"), ("london_dc_alpha", "phase2_10k"), ("london_dc_alpha", "phase3_50k"),
+         ("london_dc_alpha", "maximum_250k"), ("london_dc_alpha", "market_1920"), ("london_dc_alpha", "market_max"),
+         ("frankfurt_dc_beta", "market_max"))
 DOC = ROOT / "docs" / "performance.md"
 START, END = "<!-- engine-benchmark:start -->", "<!-- engine-benchmark:end -->"
 
 CHILD = """
 import json, resource, sys, time
 from phase1lib.engine import run
-from phase1lib.presets import preset_ranges
+from phase1lib.presets import preset_ranges, preset_ruleset
 from phase1lib.project import load_project
+from phase1lib.ruleset import load_ruleset
 project = load_project(sys.argv[1])
+ruleset = load_ruleset(preset_ruleset(sys.argv[2]) or "v1")
 run(project, preset_ranges("current_1920"))  # warm-up: imports, first calls
-best = None
+engine, total = [], []
 for _ in range(int(sys.argv[4])):
-    result = run(project, preset_ranges(sys.argv[2]), workers=int(sys.argv[3]))
-    t = result.meta["timings"]
-    best = t if best is None or t["engine_s"] < best["engine_s"] else best
-print(json.dumps({"engine_s": best["engine_s"], "with_frame_s": best["total_s"], "evaluated": result.meta["evaluated"],
+    result = run(project, preset_ranges(sys.argv[2]), workers=int(sys.argv[3]), ruleset=ruleset)
+    engine.append(result.meta["timings"]["engine_s"])
+    total.append(result.meta["timings"]["total_s"])
+print(json.dumps({"engine_s": engine, "with_frame_s": total, "evaluated": result.meta["evaluated"],
+                  "ruleset": ruleset.version, "top": len(result.top),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -56,22 +63,28 @@ def machine() -> dict[str, str]:
             "numpy": numpy.__version__, "polars": polars.__version__, "os": platform.platform()}
 
 
-def engine_run(preset: str, workers: int, repeats: int) -> dict[str, float]:
-    """Best engine time of ``repeats`` runs in a fresh process, and that process's peak RSS."""
-    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "examples" / "london_dc_alpha.json"), preset,
+def engine_run(sample: str, preset: str, workers: int, repeats: int) -> dict:
+    """Engine times of ``repeats`` runs in a fresh process (after a warm-up run), and its peak RSS."""
+    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "examples" / f"{sample}.json"), preset,
                           str(workers), str(repeats)], capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout)
 
 
-def cli_run(preset: str, workers: int) -> float:
+def cli_run(sample: str, preset: str, workers: int) -> float:
     """Wall time of the whole `phase1 run` command (fresh PHASE1_HOME: nothing cached; Parquet written)."""
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, PHASE1_HOME=home)
         started = time.perf_counter()
         subprocess.run([str(Path(sys.executable).parent / "phase1"), "run", "--project",
-                        str(ROOT / "examples" / "london_dc_alpha.json"), "--preset", preset, "--workers", str(workers)],
+                        str(ROOT / "examples" / f"{sample}.json"), "--preset", preset, "--workers", str(workers)],
                        capture_output=True, check=True, env=env, cwd=ROOT)
         return time.perf_counter() - started
+
+
+def spread(values: list[float], digits: int = 3) -> str:
+    """min / median / max of repeated measurements."""
+    v = sorted(values)
+    return f"{v[0]:.{digits}f} / {statistics.median(v):.{digits}f} / {v[-1]:.{digits}f}"
 
 
 def loop_per_permutation(count: int) -> tuple[float, float]:
@@ -97,15 +110,17 @@ def loop_per_permutation(count: int) -> tuple[float, float]:
     return loop, engine
 
 
-def render(rows: list[dict], loop: tuple[float, float], info: dict[str, str]) -> str:
+def render(rows: list[dict], loop: tuple[float, float], info: dict[str, str], repeats: int) -> str:
     lines = [START, "", f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, numpy "
-             f"{info['numpy']}, polars {info['polars']}; {info['os']}.", "",
-             "| preset | permutations | workers | engine s | permutations / s | engine + frame s | `phase1 run` s "
-             "| peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{info['numpy']}, polars {info['polars']}; {info['os']}. Each figure is min / median / max of "
+             f"{repeats} repeats (engine: in one process after a warm-up run; `phase1 run`: a fresh process each).", "",
+             "| sample | preset | ruleset | permutations | workers | engine s | permutations / s (median) "
+             "| engine + frame s | `phase1 run` s | peak RSS MB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['preset']} | {r['evaluated']:,} | {r['workers']} | {r['engine_s']:.3f} | "
-                     f"{r['evaluated'] / r['engine_s']:,.0f} | {r['with_frame_s']:.3f} | {r['cli_s']:.2f} | "
-                     f"{r['peak_rss_mb']:.0f} |")
+        median = statistics.median(r["engine_s"])
+        lines.append(f"| {r['sample'].split('_')[0]} | {r['preset']} | {r['ruleset']} | {r['evaluated']:,} | "
+                     f"{r['workers']} | {spread(r['engine_s'])} | {r['evaluated'] / median:,.0f} | "
+                     f"{spread(r['with_frame_s'])} | {spread(r['cli_s'], 2)} | {r['peak_rss_mb']:.0f} |")
     per_loop, per_engine = loop
     lines += ["", f"Plain per-permutation loop (tests/reference.py, the same methodology in readable Python): "
               f"{per_loop * 1e3:.2f} ms per permutation; the vectorised engine: {per_engine * 1e6:.2f} µs per "
@@ -129,14 +144,15 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 1 if args.quick else 3
     rows = []
-    for preset in PRESETS:
+    for sample, preset in CASES:
         for workers in (1, 2):
-            r = engine_run(preset, workers, repeats)
-            r.update(preset=preset, workers=workers, cli_s=min(cli_run(preset, workers) for _ in range(repeats)))
+            r = engine_run(sample, preset, workers, repeats)
+            r.update(sample=sample, preset=preset, workers=workers,
+                     cli_s=[cli_run(sample, preset, workers) for _ in range(repeats)])
             rows.append(r)
             print(json.dumps(r), flush=True)
     loop = loop_per_permutation(50 if args.quick else 200)
-    block = render(rows, loop, machine())
+    block = render(rows, loop, machine(), repeats)
     print(block)
     if not args.no_doc:
         write_doc(block)

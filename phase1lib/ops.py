@@ -22,8 +22,18 @@ from typing import Any
 import numpy as np
 
 from . import ENGINE_VERSION, __version__, config
+from .defaults import DEFAULT_SEED
 from .errors import ConflictError, DisabledError, FieldError, InputError, NotFoundError
-from .ruleset import RATINGS, STABLE_VERSION, Ruleset, available_versions, load_ruleset, ruleset_from_bytes
+from .ruleset import (
+    RATINGS,
+    RULESET_DIR,
+    STABLE_VERSION,
+    Ruleset,
+    available_versions,
+    curve_errors,
+    load_ruleset,
+    ruleset_from_bytes,
+)
 from .store import KEEP, NS_META, NS_RULESETS, STREAM_AUDIT, STREAM_CANARY, Store, Write, audit_entry
 from .text import safe_display, text_problem
 
@@ -39,7 +49,6 @@ FLAGS: dict[str, tuple[bool, str]] = {
     "docs_exports": (True, "On: term-sheet exports. Off: export is refused with a clear message."),
 }
 FLAG_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-DEFAULT_SEED = 424242
 _DISABLED = {
     "phase1_core": "Phase-1 disabled",
     "reverse_dscr_engine": "the reverse DSCR calculator is disabled (flag reverse_dscr_engine is off)",
@@ -139,6 +148,8 @@ def update_flags(store: Store, version: int | None, changes: Mapping[str, bool],
 CANARY_STATES = ("STABLE", "EXPANDING", "ROLLING_BACK", "ROLLED_BACK")
 RULESET_VERSION_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _FREE_TEXT = {"version", "description"}
+#: The shipped ruleset whose table structure a priced (v2-shaped) candidate must have.
+PRICED_SHAPE = "v2"
 _RULESET_CACHE: dict[tuple[str, str], Ruleset] = {}
 
 
@@ -176,8 +187,12 @@ def ruleset_for_run(store: Store, cohort_key: str) -> str:
 
 
 def _structure_errors(ref: Any, cand: Any, path: str, errors: list[FieldError]) -> None:
-    """Compare a candidate table to v1: same keys everywhere, numbers for numbers, same enums and grades."""
+    """Compare a candidate table to its shipped shape (v1, or v2 for a priced candidate): same keys everywhere,
+    numbers for numbers, same enums and grades; benchmark curves by the curve rules (any number of points)."""
     if len(errors) >= 20:
+        return
+    if path.startswith("benchmark_curves.") and path.endswith(".points"):
+        errors.extend(FieldError(path, problem) for problem in curve_errors(cand))
         return
     if isinstance(ref, dict):
         if not isinstance(cand, dict):
@@ -217,7 +232,8 @@ def _is_number(value: Any) -> bool:
 
 
 def validate_candidate(raw: bytes) -> Ruleset:
-    """Parse and check a candidate ruleset file: JSON, v1's table structure, a new version name."""
+    """Parse and check a candidate ruleset file: JSON, the table structure of v1 (or of v2 when it has
+    benchmark curves: a priced candidate such as a "v2.1" with other curves), a new version name."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
@@ -229,23 +245,38 @@ def validate_candidate(raw: bytes) -> Ruleset:
     if not isinstance(version, str) or not RULESET_VERSION_RE.fullmatch(version):
         errors.append(FieldError("version", "must be 1-32 characters from A-Z a-z 0-9 _ . -"))
     elif version in available_versions():
-        errors.append(FieldError("version", f"{version} is a shipped ruleset; a candidate needs a new one"))
+        errors.append(FieldError("version", f"{version} is a shipped ruleset: register it by name "
+                                            f"(phase1 ops ruleset register {version}); a changed copy needs a new "
+                                            "version"))
     description = data.get("description")
     if "description" in data and (problem := text_problem(description, max_len=500)) is not None:
         errors.append(FieldError("description", problem))
-    _structure_errors(load_ruleset(STABLE_VERSION).data, data, "", errors)
+    shape = load_ruleset(PRICED_SHAPE if "benchmark_curves" in data else STABLE_VERSION).data
+    _structure_errors(shape, data, "", errors)
     if errors:
         raise InputError(errors, "candidate ruleset")
     return ruleset_from_bytes(raw)
 
 
-def register_candidate(store: Store, raw: bytes, actor: str = "system",
+def shipped_candidate(version: str) -> Ruleset:
+    """A shipped ruleset other than the stable one, as a canary candidate (``phase1 ops ruleset register v2``)."""
+    if version == STABLE_VERSION:
+        raise InputError([FieldError("ruleset", f"{version} is the stable ruleset, not a candidate")], "ruleset")
+    return load_ruleset(version)
+
+
+def register_candidate(store: Store, raw: bytes | Ruleset, actor: str = "system",
                        request_id: str | None = None) -> dict[str, Any]:
-    """Store a candidate ruleset and make it the canary's candidate (the canary share stays as it is).
+    """Store a candidate ruleset (a file's bytes, or a shipped :class:`Ruleset` by name) and make it the canary's
+    candidate (the canary share stays as it is).
 
     ConflictError when another candidate is live (canary above 0 %) or the version exists with other content.
     """
-    ruleset = validate_candidate(raw)
+    if isinstance(raw, Ruleset):
+        ruleset = raw
+        raw = (RULESET_DIR / f"{ruleset.version}.json").read_bytes()
+    else:
+        ruleset = validate_candidate(raw)
     now = store.now()
     record = {"version": ruleset.version, "sha256": ruleset.sha256,
               "description": ruleset.data["description"], "registered_at": now, "registered_by": actor,
@@ -404,6 +435,8 @@ DRIFT_WINDOW = 10
 #: A process's first samples are its warm-up (imports, the first dashboard renders, the first run and export):
 #: memory drift is measured against the mean of the DRIFT_WINDOW samples that follow them.
 WARMUP_SAMPLES = 50
+#: Runs listed in status/full with the ruleset each used.
+RECENT_RUNS = 20
 #: When this module was imported: the start of this process for uptime.
 PROCESS_STARTED_AT = time.time()
 #: This process in metric samples (memory is a per-process figure; several processes share one store).
@@ -544,9 +577,12 @@ def status_full(store: Store, started_at: float | None = None, process: str | No
     started = PROCESS_STARTED_AT if started_at is None else started_at
     metrics = metrics_summary(store.list_metrics(), process)
     verdict = go_no_go(metrics)
+    recent = [{k: r.get(k) for k in ("run_id", "created_at", "title", "ruleset", "ruleset_sha256", "evaluated")}
+              for r in store.list_runs(RECENT_RUNS)]
     return {"decision": verdict["decision"], "reasons": verdict["reasons"], "checks": verdict["checks"],
             "thresholds": dict(THRESHOLDS), "canary": get_canary(store), "flags": get_flags(store),
-            "rulesets": list_rulesets(store), "metrics": metrics, "uptime_s": max(0.0, now - started),
+            "rulesets": list_rulesets(store), "recent_runs": recent, "metrics": metrics,
+            "uptime_s": max(0.0, now - started),
             "started_at": started, "generated_at": now, "store": store.describe(),
             "versions": {"phase1lib": __version__, "engine": ENGINE_VERSION}, "health": health(store)}
 

@@ -11,6 +11,7 @@ from typing import Any
 from .errors import FieldError, InputError
 from .project import Project
 from .ranges import parse_ranges
+from .ruleset import load_ruleset
 
 PRESETS_FILE = Path(__file__).parent / "data" / "presets.json"
 
@@ -33,10 +34,20 @@ def preset_ranges(name: str) -> dict[str, Any]:
     return copy.deepcopy(presets[name]["ranges"])
 
 
+def preset_ruleset(name: str | None) -> str | None:
+    """The ruleset a preset is written for ("v2" for market-coupon presets), or None (any ruleset)."""
+    if name is None:
+        return None
+    preset_ranges(name)  # InputError for an unknown name
+    return _load()[name].get("ruleset")
+
+
 def list_presets(project: Project | None = None) -> list[dict[str, Any]]:
-    """Every preset with its description, ranges and cardinality."""
+    """Every preset with its description, ranges, the ruleset it is written for and its cardinality."""
     return [
         {"name": name, "description": spec["description"], "ranges": copy.deepcopy(spec["ranges"]),
-         "cardinality": parse_ranges(spec["ranges"], project).cardinality}
+         "ruleset": spec.get("ruleset"),
+         "cardinality": parse_ranges(spec["ranges"], project,
+                                     load_ruleset(spec["ruleset"]) if spec.get("ruleset") else None).cardinality}
         for name, spec in _load().items()
     ]

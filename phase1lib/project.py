@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import FieldError, InputError
 from .fsutil import atomic_write_text
-from .ruleset import Ruleset, load_ruleset
+from .ruleset import Ruleset, curve_errors, load_ruleset
 from .text import text_problem
 
 COUNTRY_CURRENCY = {"UK": "GBP", "EU": "EUR", "US": "USD", "JP": "JPY"}
@@ -29,6 +29,8 @@ AMORTISATIONS = ("sculpted", "annuity", "level", "bullet")
 MEZZ_AMORTS = AMORTISATIONS[:3]
 PERIODS_PER_YEAR = (1, 2, 4, 12)
 HOURS_PER_MONTH = 730  # METHODOLOGY section 2: kWh per kW per month
+#: Optional project fields of ruleset v2 (METHODOLOGY section 11): validated always, used by priced rulesets.
+V2_FIELDS = ("benchmark_curve", "cap_rate")
 
 
 @dataclass(frozen=True)
@@ -72,10 +74,19 @@ class Project:
     residual_value_pct: float
     periods_per_year: int
     closing_date: str | None
+    benchmark_curve: tuple[tuple[float, float], ...] | None = None
+    cap_rate: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Canonical JSON form: every field, unset optional fields as null."""
-        return asdict(self)
+        """Canonical JSON form: every field, unset optional fields as null; the ruleset-v2 overrides
+        (benchmark_curve, cap_rate) only when given, so a project without them hashes as before v2."""
+        data = asdict(self)
+        for name in V2_FIELDS:
+            if data[name] is None:
+                del data[name]
+        if self.benchmark_curve is not None:
+            data["benchmark_curve"] = [list(point) for point in self.benchmark_curve]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -109,9 +120,26 @@ class Derived:
     locked_rate: float
     repo_jurisdiction: str | None
     n_periods: int
+    # ruleset v2 (section 11.2): None under v1
+    cap_rate: float | None = None
+    income_value: float | None = None
+    lending_value: float | None = None
+    max_ltv: float | None = None
+    ltv_limit: float | None = None
+    benchmark_curve: tuple[tuple[float, float], ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every derived field; the ruleset-v2 ones only under a priced ruleset."""
+        data = asdict(self)
+        for name in DERIVED_V2_FIELDS:
+            if data[name] is None:
+                del data[name]
+        if self.benchmark_curve is not None:
+            data["benchmark_curve"] = [list(point) for point in self.benchmark_curve]
+        return data
+
+
+DERIVED_V2_FIELDS = ("cap_rate", "income_value", "lending_value", "max_ltv", "ltv_limit", "benchmark_curve")
 
 
 # --- field specs -------------------------------------------------------------------------------
@@ -121,7 +149,7 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class _Spec:
-    kind: str  # "text", "enum", "number", "integer", "date"
+    kind: str  # "text", "enum", "number", "integer", "date", "curve"
     default: Any = _MISSING  # _MISSING = required; None = optional / derived from another field
     choices: tuple[Any, ...] = ()
     lo: float | None = None
@@ -170,6 +198,9 @@ SPECS: dict[str, _Spec] = {
                                 label="Residual value"),
     "periods_per_year": _Spec("integer", default=4, choices=PERIODS_PER_YEAR, unit="periods", label="Periods / yr"),
     "closing_date": _Spec("date", default=None, unit="ISO date", label="Closing date"),
+    "benchmark_curve": _Spec("curve", default=None, unit="[years, rate] points",
+                             label="Benchmark curve (v2)"),
+    "cap_rate": _Spec("number", default=None, lo=0.02, hi=0.20, unit="rate", label="Cap rate (v2)"),
 }
 
 REQUIRED_FIELDS = tuple(name for name, s in SPECS.items() if s.default is _MISSING)
@@ -217,6 +248,11 @@ def _check_field(name: str, spec: _Spec, raw: Any) -> tuple[Any, str | None]:
         if not isinstance(raw, str) or raw not in spec.choices:
             return None, f"must be one of {', '.join(map(str, spec.choices))} (got {_fmt(raw)})"
         return raw, None
+    if spec.kind == "curve":
+        problems = curve_errors(raw)
+        if problems:
+            return None, "; ".join(problems)
+        return tuple((float(t), float(r)) for t, r in raw), None
     if spec.kind == "date":
         if not isinstance(raw, str):
             return None, f"must be an ISO date YYYY-MM-DD (got {_fmt(raw)})"
@@ -326,6 +362,14 @@ def derive(project: Project, ruleset: Ruleset | None = None) -> Derived:
     fees = (project.arranger_fee_pct + project.legal_fee_pct + project.rating_fee_pct) * capex
     need = capex + fees
     tenant = rs.tenant(project.tenant_rating)
+    v2: dict[str, Any] = {}
+    if rs.priced:  # section 11.2: lending value = min(market value, NOI / cap rate), the LTV limit against it
+        cap_rate = project.cap_rate if project.cap_rate is not None else rs.cap_rate(project.country)
+        income = (annual - opex) / cap_rate
+        lending = min(market, income)
+        v2 = {"cap_rate": cap_rate, "income_value": income, "lending_value": lending,
+              "max_ltv": rs.max_ltv(project.tenant_rating), "ltv_limit": rs.max_ltv(project.tenant_rating) * lending,
+              "benchmark_curve": project.benchmark_curve or rs.benchmark_curve(project.currency)}
     return Derived(
         net_it_load_mw=net,
         gross_income_monthly=monthly,
@@ -346,6 +390,7 @@ def derive(project: Project, ruleset: Ruleset | None = None) -> Derived:
         locked_rate=locked_rate(project),
         repo_jurisdiction=project.country if rs.data["repo_rules"].get(project.country) else None,
         n_periods=project.n_periods,
+        **v2,
     )
 
 

@@ -14,13 +14,16 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from .errors import FieldError, GuardrailError, InputError, ValueLimitError
+from .pricing import MARKET
 from .project import AMORTISATIONS, MEZZ_AMORTS, Project, coerce_integer, coerce_number
+from .ruleset import Ruleset
+
+if TYPE_CHECKING:  # numpy and polars are imported where grids are decoded or hashed, not to parse a request
+    import numpy as np
+    import polars as pl
 
 DEFAULT_MAX_PERMUTATIONS = 250_000
 SENIOR_AMORTS = AMORTISATIONS
@@ -176,9 +179,15 @@ def precheck_guardrail(request: Any, sample: int | None = None, limit: int | Non
         raise GuardrailError(cardinality, limit)
 
 
-def _domain_error(spec: KeySpec, value: Any, project: Project | None) -> str | None:
-    """Why ``value`` is outside the key's domain, or None (METHODOLOGY section 3 table)."""
+def _domain_error(spec: KeySpec, value: Any, project: Project | None, priced: bool = False) -> str | None:
+    """Why ``value`` is outside the key's domain, or None (METHODOLOGY section 3 table; section 11.1 for
+    "market", which only a priced ruleset such as v2 takes)."""
     name = spec.name
+    if value == MARKET:
+        if name != "senior_coupon":
+            return f'"market" is a senior_coupon value only: the {name} is an input, it is not priced'
+        return None if priced else ('"market" needs a priced ruleset (v2: market coupons); ruleset v1 takes '
+                                    "numbers only (choose the ruleset with --ruleset v2 or the request's ruleset)")
     if spec.kind == "bool":
         return None if isinstance(value, bool) else f"must be true or false (got {json.dumps(value)})"
     if spec.kind == "enum":
@@ -217,6 +226,8 @@ def _normalise(spec: KeySpec, raw: Any) -> tuple[Any, str | None]:
         value = coerce_integer(raw)
         return (value, None) if value is not None else (None, f"takes integers (got {json.dumps(raw)})")
     if spec.kind == "float":
+        if raw == MARKET:  # checked against the key and the ruleset by _domain_error
+            return MARKET, None
         value = coerce_number(raw)
         return (value, None) if value is not None else (None, f"takes numbers (got {json.dumps(raw)})")
     return raw, None
@@ -304,6 +315,8 @@ class Grid:
     # -- points ------------------------------------------------------------------------------------
     def decode(self, indices: Any) -> dict[str, np.ndarray]:
         """Per-key value indices (int64) of the points at ``indices``; mezz_* are -1 where mezz is off."""
+        import numpy as np
+
         idx = np.asarray(indices, dtype=np.int64)
         block = np.array(self.block_sizes, dtype=np.int64)
         starts = np.concatenate(([0], np.cumsum(block)[:-1]))
@@ -361,12 +374,25 @@ def permutation_id(point: Mapping[str, Any]) -> str:
 
 def _fragment_column(key: str, values: Sequence[Any], codes: np.ndarray) -> pl.Series:
     """'"key":value' JSON fragments of each row's value; null where the key is omitted (code -1)."""
+    import numpy as np
+    import polars as pl
+
     frags = pl.Series([f'"{key}":{json.dumps(v)}' for v in values] + [None], dtype=pl.String)
     return frags.gather(np.where(codes < 0, len(values), codes))
 
 
 def permutation_ids(grid: Grid, codes: Mapping[str, np.ndarray]) -> list[str]:
-    """permutation_id of many decoded points: JSON assembled column-wise (polars), then sha256 per row."""
+    """permutation_id of many decoded points (see :func:`permutation_id_series`)."""
+    return permutation_id_series(grid, codes).to_list()
+
+
+def permutation_id_series(grid: Grid, codes: Mapping[str, np.ndarray]) -> pl.Series:
+    """permutation_id of many decoded points: the canonical JSON assembled column-wise and hashed in polars
+    (sha256 by the polars-hash plugin, in Rust threads, without the GIL: the same digest as hashlib)."""
+    import numpy as np
+    import polars as pl
+    import polars_hash  # noqa: F401 - registers the .chash namespace
+
     columns = []
     for key in sorted(KEYS):
         values, key_codes = list(grid.values[key]), codes[key]
@@ -377,20 +403,19 @@ def permutation_ids(grid: Grid, codes: Mapping[str, np.ndarray]) -> list[str]:
             key_codes = np.where(is_none, len(grid.values[key]) + codes["senior_tenor"], key_codes)
         columns.append(_fragment_column(key, values, key_codes).alias(key))
     if not columns or len(columns[0]) == 0:
-        return []
-    text = pl.DataFrame(columns).select(
-        pl.concat_str([pl.lit("{"), pl.concat_str(pl.all(), separator=",", ignore_nulls=True), pl.lit("}")])
-    ).to_series()
-    sha = hashlib.sha256
-    return [sha(t).hexdigest()[:12] for t in text.cast(pl.Binary).to_list()]
+        return pl.Series("permutation_id", [], dtype=pl.String)
+    text = pl.concat_str([pl.lit("{"), pl.concat_str(pl.all(), separator=",", ignore_nulls=True), pl.lit("}")])
+    return pl.DataFrame(columns).select(text.chash.sha2_256().str.slice(0, 12).alias("permutation_id")).to_series()
 
 
-def parse_ranges(request: Any, project: Project | None = None) -> Grid:
+def parse_ranges(request: Any, project: Project | None = None, ruleset: Ruleset | None = None) -> Grid:
     """Validate a range request into a :class:`Grid`; every bad key is reported, by name.
 
     Domain checks that depend on the project (ZCIS tenor below the lease, IO months a multiple of
-    the period, mezz tenor within the lease) apply when a project is given.
+    the period, mezz tenor within the lease) apply when a project is given. Under a priced ruleset (v2)
+    senior_coupon may be "market" and defaults to ["market"] (section 11.1); without a ruleset, v1's rules.
     """
+    priced = ruleset is not None and ruleset.priced
     if not isinstance(request, Mapping):
         raise InputError([FieldError("ranges", "must be a JSON object of range keys")], "ranges")
     check_value_counts(request)  # counted arithmetically: an over-limit key is refused before anything is built
@@ -409,6 +434,9 @@ def parse_ranges(request: Any, project: Project | None = None) -> Grid:
     values: dict[str, tuple[Any, ...]] = {}
     for spec in KEY_SPECS:
         if spec.name not in given:
+            if spec.name == "senior_coupon" and priced:
+                values[spec.name] = (MARKET,)
+                continue
             if spec.default is None:
                 errors.append(FieldError(spec.name, "is required"))
                 continue
@@ -418,7 +446,7 @@ def parse_ranges(request: Any, project: Project | None = None) -> Grid:
         expanded, message = _expand_value(spec, raw)
         if message is None:
             for value in expanded:
-                message = _domain_error(spec, value, project)
+                message = _domain_error(spec, value, project, priced)
                 if message:
                     break
         if message:
@@ -453,6 +481,8 @@ def check_guardrail(cardinality: int, sample: int | None = None, limit: int | No
 
 def sample_indices(cardinality: int, size: int, seed: int) -> np.ndarray:
     """``size`` distinct grid indices drawn with PCG64(seed), sorted ascending (METHODOLOGY section 3)."""
+    import numpy as np
+
     rng = np.random.Generator(np.random.PCG64(seed))
     return np.sort(rng.choice(cardinality, size, replace=False)).astype(np.int64)
 

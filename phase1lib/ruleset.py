@@ -1,13 +1,16 @@
 """Rulesets: the methodology's tables (tenants, rating ladders, spreads, repo rules, stresses) as data.
 
 A ruleset is a JSON file under ``phase1lib/rulesets/``; its identity is its version plus a content
-hash, so a run records exactly which tables it applied. v1 is the stable ruleset of METHODOLOGY.md.
+hash, so a run records exactly which tables it applied. v1 is the stable ruleset of METHODOLOGY.md; v2
+(section 11) adds the pricing tables: benchmark curves, a term premium, cap rates, LTV limits and the
+breakeven grid. A ruleset with a ``benchmark_curves`` table is *priced* (v2-shaped).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +22,10 @@ STABLE_VERSION = "v1"
 RATINGS: tuple[str, ...] = ("AAA", "AA", "A", "BBB", "BB", "B")
 #: A grade or a minimum is reached when value >= threshold - TOL (METHODOLOGY sections 5 and 8).
 TOL = 1e-9
+#: Bounds of a benchmark curve (METHODOLOGY section 11, project field benchmark_curve).
+CURVE_POINTS = (1, 20)
+CURVE_TENORS = (0.25, 50.0)
+CURVE_RATES = (-0.02, 0.20)
 
 
 def notch(rating: str) -> int:
@@ -85,7 +92,66 @@ class Ruleset:
         return RATINGS[-1]
 
     def describe(self) -> dict[str, Any]:
-        return {"version": self.version, "sha256": self.sha256, "description": self.data.get("description", "")}
+        return {"version": self.version, "sha256": self.sha256, "description": self.data.get("description", ""),
+                "priced": self.priced}
+
+    # -- ruleset v2 (METHODOLOGY section 11) ---------------------------------------------------------------
+    @property
+    def priced(self) -> bool:
+        """True for a v2-shaped ruleset: market coupons, lending value and the LTV limit, breakevens."""
+        return "benchmark_curves" in self.data
+
+    def benchmark_curve(self, currency: str) -> tuple[tuple[float, float], ...]:
+        """(tenor_years, rate) points of the currency's benchmark curve, tenors increasing."""
+        return tuple((float(t), float(r)) for t, r in self.data["benchmark_curves"][currency]["points"])
+
+    @property
+    def term_premium(self) -> tuple[float, float]:
+        """(bps_per_year, above_years) of the senior term premium."""
+        tp = self.data["term_premium"]
+        return float(tp["bps_per_year"]), float(tp["above_years"])
+
+    def cap_rate(self, country: str) -> float:
+        return float(self.data["cap_rates"][country])
+
+    def max_ltv(self, tenant_rating: str) -> float:
+        return float(self.data["max_ltv"][tenant_rating])
+
+    @property
+    def breakevens(self) -> dict[str, Any]:
+        """The breakeven rules: the DSCR level (1.00x), the CPI grid step in bps and its last point."""
+        return self.data["breakevens"]
+
+
+def curve_errors(points: Any) -> list[str]:
+    """Why ``points`` is not a valid benchmark curve ([] when it is): 1..20 [tenor_years, rate] pairs,
+    tenors strictly increasing within 0.25..50 years, rates within -0.02..0.20."""
+    lo, hi = CURVE_POINTS
+    if not isinstance(points, list | tuple) or not lo <= len(points) <= hi:
+        count = f"{len(points)} points" if isinstance(points, list | tuple) else json.dumps(points)[:40]
+        return [f"must be a list of {lo}..{hi} [tenor_years, rate] points (got {count})"]
+    errors: list[str] = []
+    previous = None
+    for i, point in enumerate(points):
+        where = f"point {i + 1}"
+        if (not isinstance(point, list | tuple) or len(point) != 2
+                or not all(_finite_number(x) for x in point)):
+            errors.append(f"{where}: must be [tenor_years, rate], two finite numbers (got {json.dumps(point)[:40]})")
+            previous = None
+            continue
+        tenor, rate = float(point[0]), float(point[1])
+        if not CURVE_TENORS[0] <= tenor <= CURVE_TENORS[1]:
+            errors.append(f"{where}: tenor must be {CURVE_TENORS[0]:g} .. {CURVE_TENORS[1]:g} years (got {tenor:g})")
+        if previous is not None and not tenor > previous:
+            errors.append(f"{where}: tenors must be strictly increasing (got {tenor:g} after {previous:g})")
+        if not CURVE_RATES[0] <= rate <= CURVE_RATES[1]:
+            errors.append(f"{where}: rate must be {CURVE_RATES[0]:g} .. {CURVE_RATES[1]:g} (got {rate:g})")
+        previous = tenor
+    return errors
+
+
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def available_versions() -> list[str]:
@@ -101,8 +167,11 @@ def ruleset_from_bytes(raw: bytes) -> Ruleset:
 
 @lru_cache(maxsize=16)
 def load_ruleset(version: str = STABLE_VERSION) -> Ruleset:
-    """Load a shipped ruleset by version (``v1`` by default)."""
+    """Load a shipped ruleset by version (``v1`` by default); InputError naming ``ruleset`` if unknown."""
     path = RULESET_DIR / f"{version}.json"
-    if not path.is_file():
-        raise KeyError(f"unknown ruleset {version!r}; known: {', '.join(available_versions())}")
+    if not isinstance(version, str) or version not in available_versions() or not path.is_file():
+        from .errors import FieldError, InputError
+
+        raise InputError([FieldError("ruleset", f"unknown ruleset {version!r}; shipped: "
+                                                f"{', '.join(available_versions())}")], "ruleset")
     return ruleset_from_bytes(path.read_bytes())

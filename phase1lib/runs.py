@@ -24,6 +24,7 @@ from .config import phase1_home
 from .engine.runner import RunResult
 from .errors import FieldError, InputError, NotFoundError
 from .fsutil import PRIVATE_FILE_MODE, fsync_dir, private_dir, write_private
+from .ranges import Grid, permutation_ids
 from .text import bad_character, safe_display
 
 FILES = ("meta.json", "top.json", "permutations.parquet")
@@ -102,6 +103,16 @@ def load_run(run_id: str, home: Path | None = None, frame: bool = True) -> RunRe
     top = json.loads((folder / "top.json").read_text())
     data = pl.read_parquet(folder / "permutations.parquet") if frame else pl.DataFrame()
     return RunResult(run_id=run_id, meta=meta, frame=data, top=top)
+
+
+def frame_ids(result: RunResult) -> list[str]:
+    """permutation_id of every row of a run's frame: the stored column (v1), or derived from the recorded grid
+    and each row's permutation_index (v2 runs store no id column: METHODOLOGY section 3's ids, exactly)."""
+    if "permutation_id" in result.frame.columns:
+        return result.frame["permutation_id"].to_list()
+    grid = Grid(values={k: tuple(v) for k, v in result.meta["grid"].items()})
+    index = result.frame["permutation_index"].to_numpy()
+    return permutation_ids(grid, grid.decode(index))
 
 
 def list_runs(home: Path | None = None, limit: int | None = None) -> list[dict[str, Any]]:

@@ -9,16 +9,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import ops
 from .engine import evaluate_structure
-from .engine.runner import DEFAULT_TOPN, RunResult, cohort_key, make_run_id, run, run_key
+from .engine.runner import DEFAULT_TOPN, RunResult, make_run_id, request_cohort_key, run, run_key
 from .errors import ConflictError, DisabledError, FieldError, InputError, NotFoundError, Phase1Error
 from .presets import list_presets
 from .project import Project, derive, parse_project
-from .ranges import cardinality_summary, check_guardrail, parse_ranges, precheck_guardrail
+from .ranges import Grid, cardinality_summary, check_guardrail, parse_ranges, precheck_guardrail
+from .ruleset import Ruleset
 from .runs import delete_run_files, has_run, load_run, save_run
 from .store import Store
 from .text import text_problem
@@ -26,45 +28,90 @@ from .text import text_problem
 Progress = Callable[[int, int], None]
 
 
-def validate_project(store: Store, data: Any) -> tuple[Project, dict[str, Any]]:
-    """Validated project and its derived fields (InputError listing every problem)."""
+def ruleset_named(store: Store, version: str | None) -> Ruleset:
+    """The ruleset a caller names: a shipped version or a registered candidate; the stable v1 for None."""
+    if version is None:
+        return ops.load_ruleset_version(store, ops.STABLE_VERSION)
+    if not isinstance(version, str):
+        raise InputError([FieldError("ruleset", f"must be a ruleset version such as v1 or v2 (got {version!r})")],
+                         "request")
+    try:
+        return ops.load_ruleset_version(store, version)
+    except NotFoundError as error:
+        raise InputError([FieldError("ruleset", f"{error}; or a candidate registered with phase1 ops ruleset "
+                                                "register")], "request") from None
+
+
+def validate_project(store: Store, data: Any, ruleset: str | None = None) -> tuple[Project, dict[str, Any]]:
+    """Validated project and its derived fields under ``ruleset`` (v2 adds the lending value; InputError
+    listing every problem)."""
     ops.require_flag(store, "phase1_core")
+    rs = ruleset_named(store, ruleset)
     project = parse_project(data)
-    return project, derive(project).to_dict()
+    return project, derive(project, rs).to_dict()
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything decided before a run: the validated grid, seed, gates, the ruleset and why, the run_id."""
+
+    grid: Grid
+    seed: int
+    gates: bool
+    ruleset: Ruleset
+    ruleset_source: str  # "request" (the caller named it) or "canary" (the canary's cohort decided)
+    run_id: str
+    chunked: bool
+    cohort_key: str
+    count: int
 
 
 def plan_run(store: Store, project: Project, ranges: Mapping[str, Any], seed: int | None = None,
-             topn: int = DEFAULT_TOPN, sample: int | None = None) -> dict[str, Any]:
-    """Everything decided before a run: validated grid, seed, ruleset (canary), run_id."""
+             topn: int = DEFAULT_TOPN, sample: int | None = None, ruleset: str | None = None) -> RunPlan:
+    """Plan a run. A named ``ruleset`` is used as asked; otherwise the canary decides from the request's
+    cohort (the operations guide's rollout: the candidate for its share of cohorts, else the stable v1)."""
     ops.require_flag(store, "phase1_core")
     precheck_guardrail(ranges, sample)  # counted arithmetically: refused before any value is built
-    grid = parse_ranges(ranges, project)
-    check_guardrail(grid.cardinality, sample)
     seed_ = ops.resolve_seed(store, seed)
     gates = ops.flag(store, "gates_ab")
+    cohort = request_cohort_key(project, ranges, seed_, topn, sample, gates)
+    if ruleset is not None:
+        rs, source = ruleset_named(store, ruleset), "request"
+    else:
+        rs, source = ops.load_ruleset_version(store, ops.ruleset_for_run(store, cohort)), "canary"
+    grid = parse_ranges(ranges, project, rs)
+    check_guardrail(grid.cardinality, sample)
     key = run_key(project, grid, seed_, topn, sample, gates)
-    ruleset = ops.load_ruleset_version(store, ops.ruleset_for_run(store, cohort_key(key)))
-    return {"grid": grid, "seed": seed_, "gates": gates, "ruleset": ruleset,
-            "run_id": make_run_id(key, ruleset), "chunked": ops.flag(store, "perm_chunking")}
+    return RunPlan(grid=grid, seed=seed_, gates=gates, ruleset=rs, ruleset_source=source,
+                   run_id=make_run_id(key, rs), chunked=ops.flag(store, "perm_chunking"), cohort_key=cohort,
+                   count=sample or grid.cardinality)
+
+
+def _audit_ruleset(store: Store, plan: RunPlan, actor: str | None, request_id: str | None) -> None:
+    """Which ruleset a run uses and who or what chose it: the request (it bypasses the canary) or the canary."""
+    store.add_audit("run.ruleset", actor or "system", request_id, target=plan.run_id,
+                    new=plan.ruleset.version, sha256=plan.ruleset.sha256, source=plan.ruleset_source)
 
 
 def execute_run(store: Store, project: Project, ranges: Mapping[str, Any], *, seed: int | None = None,
                 topn: int = DEFAULT_TOPN, sample: int | None = None, workers: int = 1,
                 progress: Progress | None = None, cancel: threading.Event | None = None,
-                home: Path | None = None) -> RunResult:
+                home: Path | None = None, ruleset: str | None = None, actor: str | None = None,
+                request_id: str | None = None) -> RunResult:
     """Run (or find the stored run of) a range request; persist, index and measure it."""
     started = time.perf_counter()
     count = None
     try:
-        plan = plan_run(store, project, ranges, seed, topn, sample)
-        count = sample or plan["grid"].cardinality
-        if has_run(plan["run_id"], home):
-            result = load_run(plan["run_id"], home)
+        plan = plan_run(store, project, ranges, seed, topn, sample, ruleset)
+        count = plan.count
+        _audit_ruleset(store, plan, actor, request_id)
+        if has_run(plan.run_id, home):
+            result = load_run(plan.run_id, home)
             if progress:
                 progress(count, count)
         else:
-            result = run(project, ranges, seed=plan["seed"], topn=topn, sample=sample, workers=workers,
-                         ruleset=plan["ruleset"], gates=plan["gates"], chunked=plan["chunked"], progress=progress,
+            result = run(project, ranges, seed=plan.seed, topn=topn, sample=sample, workers=workers,
+                         ruleset=plan.ruleset, gates=plan.gates, chunked=plan.chunked, progress=progress,
                          cancel=cancel)
             persist_started = time.perf_counter()
             save_run(result, home)
@@ -92,23 +139,29 @@ def run_record(result: RunResult) -> dict[str, Any]:
     m = result.meta
     return {"run_id": result.run_id, "created_at": m["created_at"], "title": m["project"]["title"],
             "cardinality": m["cardinality"], "evaluated": m["evaluated"], "elapsed_s": m["timings"]["engine_s"],
-            "ruleset": m["ruleset"]["version"], "counts": m["counts"], "seed": m["seed"]}
+            "ruleset": m["ruleset"]["version"], "ruleset_sha256": m["ruleset"]["sha256"], "counts": m["counts"],
+            "seed": m["seed"]}
 
 
-def evaluate(store: Store, project: Project, structure: Any, seed: int | None = None) -> dict[str, Any]:
-    """One structure with KPIs and schedule (the reverse DSCR calculator)."""
+def evaluate(store: Store, project: Project, structure: Any, seed: int | None = None,
+             ruleset: str | None = None) -> dict[str, Any]:
+    """One structure with KPIs and schedule (the reverse DSCR calculator) under ``ruleset`` (default v1)."""
     ops.require_flag(store, "phase1_core")
     ops.require_flag(store, "reverse_dscr_engine")
-    return evaluate_structure(project, structure, seed=ops.resolve_seed(store, seed))
+    rs = ruleset_named(store, ruleset)
+    out = evaluate_structure(project, structure, ruleset=rs, seed=ops.resolve_seed(store, seed))
+    return {**out, "ruleset": {"version": rs.version, "sha256": rs.sha256}}
 
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
-def cardinality(store: Store, ranges: Mapping[str, Any], project: Project | None = None) -> dict[str, Any]:
-    """Cardinality, per-key values and guardrail verdict of a range request (no evaluation)."""
+def cardinality(store: Store, ranges: Mapping[str, Any], project: Project | None = None,
+                ruleset: str | None = None) -> dict[str, Any]:
+    """Cardinality, per-key values and guardrail verdict of a range request (no evaluation); under v2
+    "market" coupons are allowed and senior_coupon defaults to them."""
     ops.require_flag(store, "phase1_core")
-    return cardinality_summary(parse_ranges(ranges, project))
+    return cardinality_summary(parse_ranges(ranges, project, ruleset_named(store, ruleset)))
 
 
 def presets(store: Store, project: Project | None = None) -> list[dict[str, Any]]:

@@ -328,10 +328,68 @@ def underlying_rating(project: Project, derived: Derived, rs: Ruleset, senior_ds
     return worse_rating(rating_from_dscr(rs, project.country, senior_dscr), derived.rating_cap)
 
 
+# ================================================================================================
+# Ruleset v2 (section 11): market coupon, lending value, the ltv limit
+# ================================================================================================
+
+def is_priced(rs: Ruleset) -> bool:
+    """A v2-shaped ruleset: it has benchmark curves."""
+    return "benchmark_curves" in rs.data
+
+
+def benchmark(curve: list[list[float]] | tuple, tenor: float) -> float:
+    """The curve linearly interpolated at ``tenor`` years, flat beyond its first and last points (11.1)."""
+    points = [(float(t), float(r)) for t, r in curve]
+    if tenor <= points[0][0]:
+        return points[0][1]
+    if tenor >= points[-1][0]:
+        return points[-1][1]
+    for i in range(len(points) - 1):
+        (t0, r0), (t1, r1) = points[i], points[i + 1]
+        if t0 <= tenor <= t1:
+            weight = (tenor - t0) / (t1 - t0)
+            return r0 + weight * (r1 - r0)
+    raise AssertionError("unreachable: tenors are increasing")
+
+
+def project_curve(project: Project, rs: Ruleset) -> list:
+    """The project's benchmark curve: its own override, else the ruleset's curve for its currency."""
+    if project.benchmark_curve is not None:
+        return [list(p) for p in project.benchmark_curve]
+    return rs.data["benchmark_curves"][project.currency]["points"]
+
+
+def market_coupon(project: Project, derived: Derived, rs: Ruleset, st: dict[str, Any]) -> float:
+    """round(benchmark(T) + (spread(underlying) + bps_per_year x max(T - above_years, 0)) / 10^4, 10)."""
+    tenor = float(st["senior_tenor"])
+    underlying = underlying_rating(project, derived, rs, float(st["senior_dscr"]))
+    premium = rs.data["term_premium"]
+    spread = float(rs.data["spread_bps"][underlying])
+    term = float(premium["bps_per_year"]) * max(tenor - float(premium["above_years"]), 0.0)
+    return round(benchmark(project_curve(project, rs), tenor) + (spread + term) / 1e4, 10)
+
+
+def coupon_used(project: Project, derived: Derived, rs: Ruleset, st: dict[str, Any]) -> float:
+    """The coupon a structure pays: its number, or the market coupon when it says "market"."""
+    if st["senior_coupon"] == "market":
+        assert is_priced(rs), '"market" needs a priced ruleset'
+        return market_coupon(project, derived, rs, st)
+    return float(st["senior_coupon"])
+
+
+def lending(project: Project, derived: Derived, rs: Ruleset) -> dict[str, float]:
+    """income_value = NOI / cap rate, lending_value = min(market value, income value), the ltv limit (11.2)."""
+    cap_rate = project.cap_rate if project.cap_rate is not None else float(rs.data["cap_rates"][project.country])
+    income = derived.noi_annual / cap_rate
+    value = min(derived.market_value, income)
+    return {"cap_rate": cap_rate, "income_value": income, "lending_value": value,
+            "ltv_limit": float(rs.data["max_ltv"][project.tenant_rating]) * value}
+
+
 def all_in_rate(project: Project, derived: Derived, rs: Ruleset, st: dict[str, Any]) -> float:
     """All-in rate R: the coupon; wrapped:
     round(coupon - (spread(underlying) - spread(AAA)) / 10^4 + wrap_premium_bps / 10^4, 10)."""
-    coupon = float(st["senior_coupon"])
+    coupon = coupon_used(project, derived, rs, st)
     if not st["wrap"]:
         return coupon
     underlying = underlying_rating(project, derived, rs, float(st["senior_dscr"]))
@@ -382,6 +440,7 @@ def size_senior(project: Project, derived: Derived, rs: Ruleset, st: dict[str, A
             ("io_cover", io_cover_limit(capacity[:n], r, io)),
             ("refinancing_tail", tail),
             ("advance_factor", derived.af_max * derived.funding_need),
+            *([("ltv", lending(project, derived, rs)["ltv_limit"])] if is_priced(rs) else []),
             ("funding_need", derived.funding_need),
         ]
         smallest = min(value for _, value in limits)
@@ -520,7 +579,7 @@ def _finite_or_none(x: float | None) -> float | None:
 # ================================================================================================
 
 MIN_CHECKS = frozenset({"all_in_rate", "senior_amount", "negative_amortisation", "advance_factor",
-                        "min_equity", "min_dscr"})
+                        "min_equity", "min_dscr", "pricing"})
 MAX_CHECKS = frozenset({"tenor", "io_months", "wal"})
 NEVER_NEAR_MISS = frozenset({"io_months", "all_in_rate", "senior_amount", "negative_amortisation",
                              "wrap_underlying"})
@@ -536,6 +595,8 @@ def is_near_miss(failures: list[dict[str, Any]], band: float) -> bool:
         return False
     f = failures[0]
     if f["check"] in NEVER_NEAR_MISS:
+        return False
+    if f["check"] == "pricing" and not f["threshold"] > 0:  # section 11.1: only when market_coupon > 0
         return False
     if is_min_check(f["check"]):
         return f["value"] >= (1 - band) * f["threshold"]
@@ -586,6 +647,8 @@ def evaluate(project: Project, structure: dict[str, Any], ruleset: Ruleset | Non
     rs = ruleset or load_ruleset()
     derived = derive(project, rs)
     st = full_structure(project, structure)
+    if is_priced(rs):
+        st.setdefault("senior_coupon", "market")  # section 11.1: the v2 default
     ppy = project.periods_per_year
     n_periods = project.n_periods
     lease = project.lease_years
@@ -614,7 +677,7 @@ def evaluate(project: Project, structure: dict[str, Any], ruleset: Ruleset | Non
     # --- day-one value (section 7)
     window = math.ceil(derived.dsra_months * ppy / 12)
     dsra = dsra_amount(s, test_end, window) if amount > 0 else 0.0
-    coupon_rate = float(st["senior_coupon"]) / ppy
+    coupon_rate = coupon_used(project, derived, rs, st) / ppy
     sidecar_gross = sum(sidecar[p - 1] * (1 + coupon_rate) ** (-p) for p in range(1, n_periods + 1))
     sidecar_net = sidecar_gross * (1 - float(st["sidecar_haircut_pct"]))
     day_one = amount + mezz_amount + sidecar_net - dsra
@@ -637,7 +700,7 @@ def evaluate(project: Project, structure: dict[str, Any], ruleset: Ruleset | Non
         min_dscr = avg_dscr = llcr = wal = None
         rating = None
     total_interest = sum(senior["interest"][:n])
-    ltv = amount / derived.market_value
+    ltv = amount / (lending(project, derived, rs)["lending_value"] if is_priced(rs) else derived.market_value)
     advance_factor = amount / derived.funding_need
     mezz_coupon = float(st["mezz_coupon"]) if st["mezz_on"] else 0.0
     debt = amount + mezz_amount
@@ -712,6 +775,11 @@ def evaluate(project: Project, structure: dict[str, Any], ruleset: Ruleset | Non
         needed = str(rs.gates["wrap_min_underlying"])
         if rating_notch(underlying) > rating_notch(needed):
             fail(gate_b, "wrap_underlying", underlying, needed)
+    market = market_coupon(project, derived, rs, st) if is_priced(rs) else None
+    if market is not None and st["senior_coupon"] != "market" and not passes_min(float(st["senior_coupon"]), market):
+        fail(gate_b, "pricing", float(st["senior_coupon"]), market)
+        whole_bp = math.ceil(round(market * 10_000, 6)) / 10_000  # 11.1: the market coupon up to a whole bp
+        gate_b[-1]["hint"] = f"raise senior_coupon to {whole_bp:.4f}"
 
     failures = gate_a + gate_b
     viable = not failures
@@ -776,7 +844,60 @@ def evaluate(project: Project, structure: dict[str, Any], ruleset: Ruleset | Non
         "rent_index": lender["rent_index"],
         "cost_index": lender["cost_index"],
     }
+    if is_priced(rs):  # section 11: the coupon used, the market coupon, the breakevens
+        priced = {"senior_coupon": coupon_used(project, derived, rs, st), "market_coupon": market}
+        kpis = {**priced, **kpis}
+        kpis.update(breakevens(project, derived, rs, hedge_years, s, sidecar, test_end))
     return {"kpis": kpis, "schedule": schedule}
+
+
+# ================================================================================================
+# Breakevens (section 11.3)
+# ================================================================================================
+
+def breakevens(project: Project, derived: Derived, rs: Ruleset, hedge_years: int, service: list[float],
+               sidecar: list[float], test_end: int) -> dict[str, Any]:
+    """Rent cut, opex rise and CPI level at which the min senior DSCR falls to 1.00x (base case, cash =
+    scenario CFADS - sidecar, senior service S_p, senior test periods with S_p > 0)."""
+    ppy = project.periods_per_year
+    lease = project.lease_years
+    level = float(rs.data["breakevens"]["dscr"])
+    served = [p for p in range(1, test_end + 1) if service[p - 1] > 0]
+    if not served:
+        return {"breakeven_rent_cut": None, "breakeven_opex_rise": None, "breakeven_cpi": None,
+                "breakeven_cpi_capped": None}
+    rent_index = index_by_year(realised_rent_growth(project, derived, hedge_years, [project.base_cpi] * (lease - 1)))
+    cost_index = index_by_year([project.base_cpi] * (lease - 1))
+    rev, opex = {}, {}
+    for p in served:
+        y = lease_year(p, ppy)
+        rev[p] = derived.gross_income_annual / ppy * rent_index[y - 1]
+        opex[p] = derived.opex_annual / ppy * cost_index[y - 1]
+    admin = derived.admin_annual / ppy
+    m_rent = max((service[p - 1] + opex[p] + admin + sidecar[p - 1]) / rev[p] for p in served)
+    if derived.opex_annual == 0:
+        opex_rise = None
+    else:
+        opex_rise = min((rev[p] - admin - sidecar[p - 1] - service[p - 1]) / opex[p] for p in served) - 1
+    rules = rs.data["breakevens"]
+    step, top = float(rules["cpi_step_bps"]), float(rules["cpi_max"])
+    best, capped = None, None
+    j = 0
+    while True:
+        x = round(project.base_cpi + j * step / 1e4, 10)
+        if x > top:
+            capped = best is not None
+            break
+        cf = realised_cash_flows(project, derived, hedge_years, [x] * (lease - 1))
+        cash = [cf[i] - sidecar[i] for i in range(project.n_periods)]
+        lowest = min_ratio(cash, service, test_end)
+        if lowest is None or not passes_min(lowest, level):
+            capped = False if best is not None else None
+            break
+        best = x
+        j += 1
+    return {"breakeven_rent_cut": 1 - m_rent, "breakeven_opex_rise": opex_rise, "breakeven_cpi": best,
+            "breakeven_cpi_capped": capped}
 
 
 # ================================================================================================

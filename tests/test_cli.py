@@ -145,3 +145,43 @@ def test_console_script_never_prints_a_traceback(tmp_path):
     done = subprocess.run([str(exe), "run", "--project", str(tmp_path / "missing.json"), "--preset", "current_1920"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr and "file not found" in done.stdout
+
+
+FRANKFURT = ROOT / "examples" / "frankfurt_dc_beta.json"
+
+
+def test_ruleset_choice_on_validate_evaluate_and_run(capsys, tmp_path):
+    code, out, _ = call(capsys, "validate", str(LONDON), "--ruleset", "v2")
+    assert code == 0 and out["ruleset"]["version"] == "v2"
+    assert out["derived"]["lending_value"] == pytest.approx(23_400_000 / 0.0575, rel=1e-13)
+    code, out, _ = call(capsys, "validate", str(LONDON))
+    assert code == 0 and "lending_value" not in out["derived"]  # v1's output keys are unchanged
+    code, out, err = call(capsys, "validate", str(LONDON), "--ruleset", "v9")
+    assert code == 2 and [e["field"] for e in out["errors"]] == ["ruleset"] and "Traceback" not in err
+    structure = tmp_path / "s.json"
+    structure.write_text(json.dumps({"senior_tenor": 20, "senior_dscr": 1.35}))
+    code, out, _ = call(capsys, "evaluate", "--project", str(LONDON), "--structure", str(structure), "--ruleset", "v2")
+    assert code == 0 and out["kpis"]["market_coupon"] == 0.06 and out["structure"]["senior_coupon"] == "market"
+    assert out["ruleset"]["version"] == "v2" and out["kpis"]["breakeven_cpi"] is not None
+    code, out, _ = call(capsys, "evaluate", "--project", str(LONDON), "--structure", str(structure))
+    assert code == 2 and [e["field"] for e in out["errors"]] == ["senior_coupon"]  # v1: the coupon is required
+    code, out, _ = call(capsys, "run", "--project", str(FRANKFURT), "--preset", "market_1920")
+    assert code == 0 and out["ruleset"] == "v2" and out["top"]  # the preset is written for v2
+    assert {"breakeven_rent_cut", "breakeven_opex_rise", "breakeven_cpi", "breakeven_cpi_capped",
+            "market_coupon", "senior_coupon"} <= set(out["top"][0]["kpis"])
+    code, out, _ = call(capsys, "run", "--project", str(FRANKFURT), "--preset", "market_1920", "--ruleset", "v1")
+    assert code == 2 and [e["field"] for e in out["errors"]] == ["senior_coupon"]
+    code, out, _ = call(capsys, "run", "--project", str(FRANKFURT), "--preset", "current_1920", "--ruleset", "v2")
+    assert code == 0 and out["ruleset"] == "v2"
+
+
+def test_register_a_shipped_ruleset_by_name(capsys):
+    code, out, _ = call(capsys, "ops", "ruleset", "register", "v2")
+    assert code == 0 and out["version"] == "v2"
+    code, out, _ = call(capsys, "ops", "ruleset", "list")
+    assert out["candidate"]["version"] == "v2"
+    code, out, _ = call(capsys, "ops", "ruleset", "register", "v1")
+    assert code == 2 and "stable ruleset" in out["message"]
+    code, out, _ = call(capsys, "presets")
+    written_for = {p["name"]: p["ruleset"] for p in out["presets"]}
+    assert written_for["market_1920"] == written_for["market_max"] == "v2" and written_for["current_1920"] is None

@@ -2,7 +2,9 @@
 
 Randomised projects (every country, tenant, period frequency, indexation basis) and structures
 (all four senior profiles, IO, wrap, mezzanine of every profile, flat and CPI_capped modes, zero and
-non-zero ZCIS tenors) are evaluated in one vectorised batch and compared one by one, to 1e-9 relative.
+non-zero ZCIS tenors) are evaluated in one vectorised batch and compared one by one, to 1e-9 relative,
+under ruleset v1 and under v2 (numeric and "market" coupons, benchmark-curve and cap-rate overrides,
+the ltv limit, the pricing check and the breakevens).
 """
 
 from __future__ import annotations
@@ -19,16 +21,21 @@ from samples import sample
 from phase1lib.engine import evaluate_points
 from phase1lib.engine.cashflows import STRESS_NAMES
 from phase1lib.project import derive, parse_project
+from phase1lib.ruleset import load_ruleset
+
+V1, V2 = load_ruleset("v1"), load_ruleset("v2")
 
 CURRENCY = {"UK": "GBP", "EU": "EUR", "US": "USD", "JP": "JPY"}
 NUMERIC = ("senior_amount", "senior_rate", "mezz_amount", "mezz_rate", "sidecar_gross", "sidecar_net",
            "dsra_amount", "day_one_value", "equity_required", "min_dscr", "avg_dscr", "llcr", "wal_years", "ltv",
            "advance_factor", "wacd", "total_interest", "equity_irr")
 EXACT = ("senior_rating", "binding_constraint", "viable", "tier", "near_miss", "repo_eligible")
+V2_NUMERIC = ("senior_coupon", "market_coupon", "breakeven_rent_cut", "breakeven_opex_rise")
+V2_EXACT = ("breakeven_cpi", "breakeven_cpi_capped")
 
 
 @st.composite
-def projects(draw):
+def projects(draw, priced: bool = False):
     country = draw(st.sampled_from(list(CURRENCY)))
     ppy = draw(st.sampled_from([1, 2, 4, 12]))
     lease = draw(st.integers(6, 30 if ppy < 12 else 15))
@@ -43,6 +50,11 @@ def projects(draw):
         "residual_value_pct": draw(st.sampled_from([0.0, 0.0, 0.3])), "periods_per_year": ppy,
         "land_fees_total": draw(st.sampled_from([0.0, 5e6])),
     }
+    if priced and draw(st.booleans()):  # section 11's project overrides
+        data["cap_rate"] = draw(st.sampled_from([0.045, 0.06, 0.09]))
+    if priced and draw(st.booleans()):
+        tenors = sorted(draw(st.sets(st.sampled_from([0.5, 2, 5, 7, 10, 15, 25, 40]), min_size=1, max_size=5)))
+        data["benchmark_curve"] = [[t, draw(st.sampled_from([-0.005, 0.01, 0.03, 0.05]))] for t in tenors]
     yield_ = draw(st.floats(0.07, 0.13))
     if draw(st.booleans()):
         data["gross_monthly_rent"] = data["capex_cost_per_mw"] * data["gross_it_load_mw"] * yield_ / 12
@@ -54,12 +66,13 @@ def projects(draw):
 
 
 @st.composite
-def structures(draw, project):
+def structures(draw, project, priced: bool = False):
     lease, ppy = project.lease_years, project.periods_per_year
     tenor = draw(st.integers(3, lease))
     step = 12 // ppy
+    coupons = [0.02, 0.035, 0.05, 0.065, *(["market", "market"] if priced else [])]
     st_ = {
-        "senior_tenor": tenor, "senior_coupon": draw(st.sampled_from([0.02, 0.035, 0.05, 0.065])),
+        "senior_tenor": tenor, "senior_coupon": draw(st.sampled_from(coupons)),
         "senior_dscr": draw(st.sampled_from([1.05, 1.2, 1.3, 1.45, 1.6])),
         "senior_amort": draw(st.sampled_from(["sculpted", "annuity", "level", "bullet"])),
         "indexation_mode": draw(st.sampled_from(["flat", "CPI_capped"])),
@@ -82,9 +95,16 @@ def close(a, b, scale, what):
     assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9 * scale), (what, a, b)
 
 
-def compare(project, point, got):
-    ref = reference.evaluate(project, point)["kpis"]
+def compare(project, point, got, ruleset=V1):
+    ref = reference.evaluate(project, point, ruleset)["kpis"]
     money = derive(project).funding_need
+    if ruleset.priced:
+        for name in V2_NUMERIC:
+            close(got[name], ref[name], 1.0, (name, point))
+        for name in V2_EXACT:
+            assert got[name] == ref[name], (name, got[name], ref[name], point)
+    else:
+        assert not set(V2_NUMERIC + V2_EXACT) & set(got), "v1 output keys must not change"
     for name in NUMERIC:
         scale = money if name in ("senior_amount", "mezz_amount", "sidecar_gross", "sidecar_net", "dsra_amount",
                                   "day_one_value", "equity_required", "total_interest") else 1.0
@@ -99,6 +119,7 @@ def compare(project, point, got):
         for g_, r_ in zip(got[gate], ref[gate], strict=True):
             if isinstance(g_["value"], float):
                 close(g_["value"], r_["value"], money if g_["check"] == "senior_amount" else 1.0, g_)
+            assert g_.get("hint") == r_.get("hint"), (g_, r_)
     assert [r.split(":")[0] for r in got["repo_reasons"]] == [r.split(":")[0] for r in ref["repo_reasons"]]
 
 
@@ -110,6 +131,16 @@ def test_engine_matches_scalar_reference(data):
     got = evaluate_points(project, points, seed=None)
     for point, row in zip(points, got, strict=True):
         compare(project, point, row["kpis"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_engine_matches_scalar_reference_under_v2(data):
+    project = data.draw(projects(priced=True))
+    points = data.draw(st.lists(structures(project, priced=True), min_size=1, max_size=6))
+    got = evaluate_points(project, points, V2, seed=None)
+    for point, row in zip(points, got, strict=True):
+        compare(project, point, row["kpis"], V2)
 
 
 @pytest.mark.parametrize("amort", ["sculpted", "annuity", "level", "bullet"])

@@ -147,7 +147,7 @@ def test_top_rows_in_plain_python_equal_the_frame_rows(preset):
 
     grid = parse_ranges(preset_ranges(preset), LONDON)
     ctx = context_for_grid(LONDON, load_ruleset(), grid)
-    structure, kpis = evaluate_grid(ctx, grid, None, grid.cardinality, chunk_size=None)
+    structure, kpis, _ids = evaluate_grid(ctx, grid, None, grid.cardinality, chunk_size=None)
     rows = np.arange(0, grid.cardinality, 7)  # mezz on and off, viable and not, NaN KPIs
     sub_s = {k: v[rows] for k, v in structure.items()}
     sub_k = {k: v[rows] for k, v in kpis.items()}

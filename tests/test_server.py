@@ -321,6 +321,47 @@ def test_ops_flow_over_http(server: Server, tmp_path: Path, bob):
     assert status.json()["health"]["store"]["reachable"] is True  # the detail is behind the ops token
 
 
+def test_the_canary_rolls_runs_out_to_v2_and_back(server: Server):
+    """METHODOLOGY section 11: v2 reaches users through the canary; a request may name its ruleset."""
+    anon, h = server.curl(), ops_headers(server)
+    carol = server.login("carol")
+    out = server.cli("ops", "ruleset", "register", "v2")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["version"] == "v2"
+    try:
+        r = anon("/api/phase1/canary/update", method="POST", headers=h,
+                 json_body={"percentage": 100, "reason": "v2 to everyone"})
+        assert r.status == 200, r.text
+        body = {**GUIDE_BODY, "seed": 77}
+        first = carol("/api/phase1/run", method="POST", json_body=body)
+        assert first.status == 200 and first.json()["ruleset"] == "v2", first.text
+        assert carol("/api/phase1/securitisation/top20").json()["ruleset"] == "v2"
+        recent = anon("/api/phase1/status/full", headers=h).json()["recent_runs"]
+        assert recent[0]["run_id"] == first.json()["run_id"] and recent[0]["ruleset"] == "v2"
+    finally:
+        r = anon("/api/phase1/rollback", method="POST", headers=h,
+                 json_body={"target_percentage": 0, "reason": "back to v1"})
+        assert r.status == 200, r.text
+    second = carol("/api/phase1/run", method="POST", json_body=body)
+    assert second.status == 200 and second.json()["ruleset"] == "v1", second.text
+    named = carol("/api/phase1/run", method="POST", json_body={**body, "seed": 78, "ruleset": "v2"})
+    assert named.status == 200 and named.json()["ruleset"] == "v2", named.text
+    audit = json.loads(server.cli("ops", "audit", "--n", "20").stdout)["entries"]
+    runs = {e["target"]: e for e in audit if e["action"] == "run.ruleset"}
+    assert runs[first.json()["run_id"]]["new"] == "v2" and runs[first.json()["run_id"]]["source"] == "canary"
+    assert runs[second.json()["run_id"]]["new"] == "v1"
+    assert runs[named.json()["run_id"]]["source"] == "request" and runs[named.json()["run_id"]]["actor"] == "carol"
+    actions = [e["action"] for e in audit]
+    assert "canary.update" in actions and "canary.rollback" in actions and "ruleset.register" in actions
+    bad = carol("/api/phase1/run", method="POST", json_body={**body, "ruleset": "v9"})
+    assert_error(bad, 400, "invalid_input")
+    assert [e["field"] for e in bad.json()["errors"]] == ["ruleset"]
+    market = carol("/api/phase1/run", method="POST", json_body={**body, "ranges": {**GUIDE_RANGES,
+                                                                                 "senior_coupon": "market"}})
+    assert_error(market, 400, "invalid_input")
+    assert [e["field"] for e in market.json()["errors"]] == ["senior_coupon"]
+
+
 def test_route_list_comes_from_the_routing_table(server: Server):
     routes = server.curl()("/api/phase1/route-list").json()
     assert all(set(r) >= {"method", "path", "auth", "flags"} for r in routes)

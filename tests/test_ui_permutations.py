@@ -8,8 +8,9 @@ import pytest
 from samples import sample
 from ui_helpers import make_context
 
-from phase1lib.presets import preset_names, preset_ranges
+from phase1lib.presets import preset_names, preset_ranges, preset_ruleset
 from phase1lib.ranges import KEYS, parse_ranges
+from phase1lib.ruleset import load_ruleset
 from phase1lib.ui import PermutationsDashboard
 from phase1lib.ui.components import plain_text as text
 from phase1lib.ui.permutations import parse_token, values_summary
@@ -32,8 +33,10 @@ def test_an_editor_for_every_range_key(dash: PermutationsDashboard) -> None:
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_fills_the_editors_with_the_same_grid(dash: PermutationsDashboard, name: str) -> None:
     dash.choose_preset(name)
-    expected = parse_ranges(preset_ranges(name), dash.project)
+    written_for = preset_ruleset(name)
+    expected = parse_ranges(preset_ranges(name), dash.project, load_ruleset(written_for) if written_for else None)
     assert dash.grid is not None and dash.grid.to_dict() == expected.to_dict()
+    assert dash.ruleset.value == (written_for or "")  # a v2 preset chooses v2
     assert f"{expected.cardinality:,}" in text(dash.cardinality.value)
     assert dash.preset_text.value
 

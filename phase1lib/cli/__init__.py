@@ -32,6 +32,17 @@ def say(message: str) -> None:
     sys.stderr.flush()
 
 
+def cli_actor() -> str:
+    """``cli:<os user>`` for the audit log."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid{os.getuid()}"
+    return f"cli:{user}"
+
+
 def exit_code(error: Phase1Error) -> int:
     if isinstance(error, InputError):
         return EXIT_INVALID

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import ops
-from ..auth import Auth
 from ..errors import FieldError, InputError
+from ..ruleset import available_versions
 from ..store import Store, open_store
-from . import emit, say
+from . import cli_actor, emit, say
+from .lazy import auth, ops
 
 _ON = {"on", "true", "1", "yes"}
 _OFF = {"off", "false", "0", "no"}
@@ -84,24 +83,16 @@ def _register_ops(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=50)
     p.set_defaults(handler=cmd_audit)
 
-    rp = osub.add_parser("ruleset", help="candidate rulesets: register FILE, list")
+    rp = osub.add_parser("ruleset", help="candidate rulesets: register VERSION or FILE, list")
     rsub = rp.add_subparsers(dest="ruleset_command", required=True)
-    p = rsub.add_parser("register", help="register a candidate ruleset file (same tables as v1, new version)")
-    p.add_argument("file")
+    p = rsub.add_parser("register", help="make a ruleset the canary's candidate: a shipped version by name (v2) "
+                                         "or a FILE (the tables of v1 or v2, a new version)")
+    p.add_argument("file", metavar="VERSION_OR_FILE")
     p.set_defaults(handler=cmd_ruleset_register)
     rsub.add_parser("list", help="stable and registered rulesets").set_defaults(handler=cmd_ruleset_list)
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------
-
-
-def cli_actor() -> str:
-    """``cli:<os user>`` for the audit log."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid{os.getuid()}"
-    return f"cli:{user}"
 
 
 def _request_id() -> str:
@@ -142,29 +133,29 @@ def _print_enrolment(enrolment: dict[str, str], as_json: bool, what: str) -> Non
 
 def cmd_create_user(args: argparse.Namespace) -> int:
     password = read_password()
-    enrolment = _with_store(lambda store: Auth(store).create_user(args.username, password, cli_actor(),
+    enrolment = _with_store(lambda store: auth.Auth(store).create_user(args.username, password, cli_actor(),
                                                                   _request_id()))
     _print_enrolment(enrolment, args.json, "Created admin user")
     return 0
 
 
 def cmd_list_users(args: argparse.Namespace) -> int:
-    emit({"users": _with_store(lambda store: Auth(store).list_users())})
+    emit({"users": _with_store(lambda store: auth.Auth(store).list_users())})
     return 0
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
-    emit(_with_store(lambda store: Auth(store).disable_user(args.username, cli_actor(), _request_id())))
+    emit(_with_store(lambda store: auth.Auth(store).disable_user(args.username, cli_actor(), _request_id())))
     return 0
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
-    emit(_with_store(lambda store: Auth(store).enable_user(args.username, cli_actor(), _request_id())))
+    emit(_with_store(lambda store: auth.Auth(store).enable_user(args.username, cli_actor(), _request_id())))
     return 0
 
 
 def cmd_reset_mfa(args: argparse.Namespace) -> int:
-    enrolment = _with_store(lambda store: Auth(store).reset_mfa(args.username, cli_actor(), _request_id()))
+    enrolment = _with_store(lambda store: auth.Auth(store).reset_mfa(args.username, cli_actor(), _request_id()))
     _print_enrolment(enrolment, args.json, "New TOTP secret for")
     return 0
 
@@ -232,6 +223,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_ruleset_register(args: argparse.Namespace) -> int:
     path = Path(args.file)
+    if args.file in available_versions() and not path.exists():  # a shipped version by name
+        shipped = ops.shipped_candidate(args.file)
+        emit(_with_store(lambda store: ops.register_candidate(store, shipped, cli_actor(), _request_id())))
+        return 0
     try:
         raw = path.read_bytes()
     except OSError as error:

@@ -7,11 +7,11 @@ import hashlib
 import sys
 from pathlib import Path
 
-from .. import service
 from ..errors import FieldError, InputError
 from ..fsutil import atomic_write_bytes
 from ..store import open_store
 from . import emit, say
+from .lazy import service
 
 FORMATS = ("xlsx", "json")
 

@@ -7,14 +7,13 @@ import os
 import sys
 import time
 
-from .. import service
-from ..engine.runner import DEFAULT_TOPN
-from ..presets import preset_ranges
+from ..defaults import DEFAULT_TOPN
+from ..presets import preset_ranges, preset_ruleset
 from ..project import load_project, read_json_file
-from ..runs import load_run, scan_runs
 from ..store import open_store
-from . import emit, say
-from .project_cmds import load_ranges_arg
+from . import cli_actor, emit, say
+from .lazy import runs, service
+from .project_cmds import add_ruleset_arg, load_ranges_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,12 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="threads evaluating chunks in parallel (default: the machine's cores, at most 4); "
                         "results are identical whatever the number")
+    add_ruleset_arg(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("evaluate", help="one structure with its KPIs and per-period schedule")
     p.add_argument("--project", required=True, help="project JSON file")
     p.add_argument("--structure", required=True, help="structure JSON file: one value per range key")
     p.add_argument("--seed", type=int, default=None, help="Monte Carlo seed (default 424242)")
+    add_ruleset_arg(p)
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("top", help="the Top-N of a stored run")
@@ -49,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="run the London sample with the current_1920 preset and show the Top-5")
     p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("warmup", help="build the engine's compiled kernels (done at set-up, so no run pays it)")
+    p.set_defaults(handler=cmd_warmup)
 
 
 def default_workers(requested: int | None) -> int:
@@ -84,7 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         started = time.perf_counter()
         result = service.execute_run(store, project, ranges, seed=args.seed, topn=args.top, sample=args.sample,
-                                     workers=default_workers(args.workers), progress=ProgressBar())
+                                     workers=default_workers(args.workers), progress=ProgressBar(),
+                                     ruleset=args.ruleset or preset_ruleset(args.preset), actor=cli_actor())
     finally:
         store.close()
     summary = result.summary()
@@ -100,14 +105,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     structure = read_json_file(args.structure, "structure")
     store = open_store()
     try:
-        emit(service.evaluate(store, project, structure, args.seed))
+        emit(service.evaluate(store, project, structure, args.seed, args.ruleset))
     finally:
         store.close()
     return 0
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    result = load_run(args.run_id, frame=False)
+    result = runs.load_run(args.run_id, frame=False)
     top = result.top[: args.n] if args.n else result.top
     emit({"run_id": result.run_id, "seed": result.meta["seed"], "cardinality": result.meta["cardinality"],
           "evaluated": result.meta["evaluated"], "counts": result.meta["counts"], "top": top})
@@ -115,7 +120,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    good, bad = scan_runs(limit=args.limit)
+    good, bad = runs.scan_runs(limit=args.limit)
     emit({"runs": good, "bad_runs": bad})
     for record in bad:
         say(f"bad run {record['run_id']}: {record['problem']} (remove it with `phase1 runs delete {record['run_id']}`)")
@@ -132,14 +137,26 @@ def register_runs_delete(runs_parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_runs_delete(args: argparse.Namespace) -> int:
-    from .admin_cmds import cli_actor
-
     store = open_store()
     try:
         emit(service.delete_run(store, args.run_id, cli_actor(), reason=args.reason))
     finally:
         store.close()
     say(f"run {args.run_id} deleted")
+    return 0
+
+
+def cmd_warmup(args: argparse.Namespace) -> int:
+    from ..engine import kernels
+
+    started = time.perf_counter()
+    try:
+        library = kernels.warmup()
+    except RuntimeError as error:  # no compiler: the engine keeps its numpy path (same results, slower)
+        emit({"kernels": "unavailable", "reason": str(error)})
+        say(f"phase1 warmup: {error}; runs use the numpy path")
+        return 0
+    emit({"kernels": "ready", "library": str(library), "seconds": round(time.perf_counter() - started, 3)})
     return 0
 
 

@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from ..pricing import MARKET, benchmark_rate, market_coupon
 from ..project import MEZZ_AMORTS, Derived, Project, derive
 from ..ranges import INDEXATION_MODES, KEYS, MEZZ_KEYS, SENIOR_AMORTS, Grid
 from ..ruleset import RATINGS, TOL, Ruleset, notch
+from . import kernels
 from .arrays import safe_div, seqsum
 from .cashflows import STRESS_NAMES, CaseFlows, case_flows
 from .gates import CHECKS, REPO_RULES, check_table, near_miss, repo_failures, tiers
@@ -26,7 +28,9 @@ from .mezz import LEVEL as MEZZ_LEVEL
 from .mezz import MezzResult, size_mezz
 from .senior import BULLET, CaseTable, SeniorClasses, size_classes
 
+#: Senior sizing limits in the order that names ties (section 5); v2 adds ltv before funding_need (11.2).
 LIMITS = ("dscr", "io_cover", "refinancing_tail", "advance_factor", "funding_need")
+LIMITS_V2 = ("dscr", "io_cover", "refinancing_tail", "advance_factor", "ltv", "funding_need")
 ENUMS: dict[str, tuple[str, ...]] = {"senior_amort": SENIOR_AMORTS, "indexation_mode": INDEXATION_MODES,
                                      "mezz_amort": MEZZ_AMORTS}
 StructureTable = dict[str, np.ndarray]
@@ -43,6 +47,8 @@ class Context:
     flows: list[CaseFlows]
     cases: CaseTable
     case_lookup: np.ndarray = field(repr=False)
+    #: Use the compiled kernels (engine.kernels) for mezzanine and IRR rows: same results, fewer passes.
+    kernels: bool = False
 
     @property
     def ppy(self) -> int:
@@ -51,6 +57,16 @@ class Context:
     @property
     def n_periods(self) -> int:
         return self.project.n_periods
+
+    @property
+    def priced(self) -> bool:
+        """Ruleset v2 (section 11): market coupons, the ltv limit against lending value, breakevens."""
+        return self.ruleset.priced
+
+    @property
+    def limits(self) -> tuple[str, ...]:
+        """Names of the sizing limits, indexed by the binding_constraint code."""
+        return LIMITS_V2 if self.priced else LIMITS
 
     def case_index(self, mode: np.ndarray, hedge: np.ndarray) -> np.ndarray:
         idx = self.case_lookup[mode, hedge]
@@ -67,6 +83,8 @@ class Context:
             "lease_years": self.project.lease_years, "wal_share": g["wal_share_of_tenor_cap"],
             "min_equity": g["min_equity_share"], "stress_min": g["stress_min_dscr"],
             "wrap_min_notch": notch(g["wrap_min_underlying"]), "funding_need": d.funding_need,
+            "senior_cap": min(d.af_max * d.funding_need, d.funding_need,
+                              d.ltv_limit if d.ltv_limit is not None else np.inf),
         }
 
 
@@ -95,7 +113,10 @@ def context_for_grid(project: Project, ruleset: Ruleset, grid: Grid) -> Context:
 # --- structure tables -----------------------------------------------------------------------------
 
 def _encode(key: str, value: Any) -> Any:
-    """Column value of one structure key: enum code, bool, int or float; None is the 'absent' sentinel."""
+    """Column value of one structure key: enum code, bool, int or float; None is the 'absent' sentinel.
+    A "market" senior_coupon (section 11.1) is NaN: the engine prices it."""
+    if value == MARKET:
+        return np.nan
     if key in ENUMS:
         return -1 if value is None else ENUMS[key].index(value)
     if key in ("wrap", "mezz_on"):
@@ -195,6 +216,19 @@ def all_in_rate(ctx: Context, coupon: np.ndarray, wrap: np.ndarray, underlying: 
     return rate
 
 
+def market_coupons(ctx: Context, tenor: np.ndarray, underlying: np.ndarray) -> np.ndarray:
+    """market_coupon of section 11.1 per row: benchmark(T) + (spread(underlying) + term premium) / 10^4,
+    rounded to 10 decimals; Python's ``round`` once per distinct (tenor, underlying) pair."""
+    spreads = ctx.ruleset.spreads()
+    bps_per_year, above = ctx.ruleset.term_premium
+    curve = ctx.derived.benchmark_curve
+    assert curve is not None
+    first, inverse = _group(tenor, underlying.astype(np.int64))
+    priced = np.array([market_coupon(benchmark_rate(curve, float(tenor[i])), spreads[int(underlying[i])],
+                                     float(tenor[i]), bps_per_year, above) for i in first])
+    return priced[inverse] if len(first) else np.zeros(0)
+
+
 def sidecar_value(ctx: Context, case: np.ndarray, coupon: np.ndarray) -> np.ndarray:
     """sum_p sidecar_p (1 + coupon / ppy)^-p, once per distinct (case, coupon)."""
     first, inverse = _group(case, coupon)
@@ -254,7 +288,12 @@ def _evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool, hints
 
     cap_notch = notch(d.rating_cap)
     underlying = np.maximum(ladder_notch(rs, p_.country, k), cap_notch)
-    rate = all_in_rate(ctx, coupon, wrap, underlying)
+    if ctx.priced:  # section 11.1: "market" (NaN) points take the market coupon everywhere a coupon is used
+        market = market_coupons(ctx, tenor, underlying)
+        used = np.where(np.isnan(coupon), market, coupon)
+    else:
+        market, used = None, coupon
+    rate = all_in_rate(ctx, used, wrap, underlying)
 
     first, cls = _group(case, amort, rate, io, n)
     g = rs.gates
@@ -263,15 +302,17 @@ def _evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool, hints
                        refi_buffer=int(g["refinancing_buffer_years"]))
 
     fn = d.funding_need
-    limits = np.stack([sen.dk[cls] / k, sen.iok[cls] / k, sen.tailk[cls] / k, np.full(rows, d.af_max * fn),
-                       np.full(rows, fn)], axis=1)
+    columns = [sen.dk[cls] / k, sen.iok[cls] / k, sen.tailk[cls] / k, np.full(rows, d.af_max * fn)]
+    if ctx.priced:  # section 11.2: ltv = max_ltv(tenant) x lending_value, between advance_factor and funding_need
+        columns.append(np.full(rows, d.ltv_limit))
+    limits = np.stack([*columns, np.full(rows, fn)], axis=1)
     smallest = limits.min(axis=1)
     binding = np.argmax(limits == smallest[:, None], axis=1)
     senior = np.maximum(smallest, 0.0)
     has_debt = senior > 0
     inv_s = safe_div(np.ones(rows), senior)
 
-    sidecar_gross = sidecar_value(ctx, case, coupon)
+    sidecar_gross = sidecar_value(ctx, case, used)
     sidecar_net = sidecar_gross * (1.0 - table["sidecar_haircut_pct"])
     dsra = senior * sen.dsra[cls]
     with np.errstate(invalid="ignore"):
@@ -295,7 +336,9 @@ def _evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool, hints
         spans = [n_periods] if detail else np.unique(span)
         for width in spans:  # rows sharing a span share a matrix width: no work past the last service
             group = mezz_rows if detail else mezz_rows[span == width]
-            result, totals = _mezz_group(ctx, table, group, senior, sen, cls, case, int(width), detail)
+            compiled = ctx.kernels and not detail
+            result, totals = (_mezz_group_compiled if compiled else _mezz_group)(ctx, table, group, senior, sen, cls,
+                                                                                 case, int(width), detail)
             mezz_amount[group] = result.amount
             for s_name in STRESS_NAMES:
                 stress_total[s_name][group] = totals[s_name]
@@ -325,12 +368,13 @@ def _evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool, hints
         yearly = ctx.cases.equity_base[:, ::ppy].T[:, case[fast]]
         yearly -= sen.u[:, ::ppy].T[:, cls[fast]] * senior[fast]
         _subtract_mezz(yearly, fast, rows, mezz_service, ppy)
-        x[fast] = irr_factor_yearly(yearly, dsra[fast], last_test[fast] // ppy, residual, equity[fast], ppy)
+        solve_yearly = kernels.irr_yearly if ctx.kernels else irr_factor_yearly
+        x[fast] = solve_yearly(yearly, dsra[fast], last_test[fast] // ppy, residual, equity[fast], ppy)
     if len(slow) or detail:
         slow = np.arange(rows) if detail else slow
         flows = _period_flows(ctx, case[slow], cls[slow], sen, senior[slow], dsra[slow], last_test[slow], residual)
         _subtract_mezz(flows, slow, rows, mezz_service, 1)
-        x_slow = irr_factor_periods(flows, equity[slow])
+        x_slow = (kernels.irr_periods if ctx.kernels and not detail else irr_factor_periods)(flows, equity[slow])
         if not detail:
             x[slow] = x_slow
     equity_irr = annualised_irr(x, ppy)
@@ -340,7 +384,8 @@ def _evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool, hints
         "binding_constraint": binding.astype(np.int8), "mezz_amount": mezz_amount, "mezz_rate": mezz_coupon,
         "sidecar_gross": sidecar_gross, "sidecar_net": sidecar_net, "dsra_amount": dsra, "day_one_value": day_one,
         "equity_required": equity, "min_dscr": min_dscr, "avg_dscr": avg_dscr, "llcr": llcr, "wal_years": wal,
-        "ltv": senior / d.market_value, "advance_factor": senior / fn, "wacd": wacd,
+        "ltv": senior / (d.lending_value if ctx.priced else d.market_value), "advance_factor": senior / fn,
+        "wacd": wacd,
         "total_interest": total_interest, "equity_irr": equity_irr,
         **{f"stress_{s}": stress[s] for s in STRESS_NAMES},
         **{f"stress_total_{s}": stress_total[s] for s in STRESS_NAMES},
@@ -349,8 +394,11 @@ def _evaluate(ctx: Context, table: Mapping[str, np.ndarray], detail: bool, hints
         "_capacity_k": np.minimum(np.minimum(sen.dk, sen.iok), sen.tailk)[cls],
         "_dsra_unit": sen.dsra[cls],
     }
-    checks = check_table({**out, "senior_tenor": tenor, "io_months": table["io_months"], "wrap": wrap},
-                         ctx.gate_constants())
+    if market is not None:  # v2 KPIs: the coupon used and the market coupon (kpis senior_coupon, market_coupon)
+        out["senior_coupon_used"] = used
+        out["market_coupon"] = market
+    checks = check_table({**out, "senior_tenor": tenor, "io_months": table["io_months"], "wrap": wrap,
+                          "offered_coupon": coupon}, ctx.gate_constants())
     viable = ~checks.failed.any(axis=1)
     is_near, which = near_miss(checks, g["near_miss_band"])
     repo = repo_failures(rs, p_.country, d.dsra_months, senior_rating, min_dscr, out["ltv"], tenor, amort == BULLET)
@@ -420,6 +468,22 @@ def _mezz_group(ctx: Context, table: Mapping[str, np.ndarray], rows: np.ndarray,
     return mezz, totals
 
 
+def _mezz_group_compiled(ctx: Context, table: Mapping[str, np.ndarray], rows: np.ndarray, senior: np.ndarray,
+                         sen: SeniorClasses, cls: np.ndarray, case: np.ndarray, width: int, full: bool
+                         ) -> tuple[MezzResult, dict[str, np.ndarray]]:
+    """:func:`_mezz_group` by the compiled kernel (grid mode: no schedule matrices)."""
+    d, ppy = ctx.derived, ctx.ppy
+    mcls = cls[rows]
+    n_m = np.minimum(table["mezz_tenor"][rows], ctx.project.lease_years) * ppy
+    span = np.maximum(sen.test_periods[mcls], n_m)
+    headroom = (d.af_max + ctx.ruleset.gates["mezz_af_headroom"]) * d.funding_need - senior[rows]
+    amount, service, min_ratio, totals = kernels.mezz_group(
+        ctx.cases.lender_pos, sen.u, ctx.cases.stress_cash, mcls, case[rows], senior[rows],
+        table["mezz_coupon"][rows].astype(float), table["mezz_dscr"][rows].astype(float), n_m,
+        table["mezz_amort"][rows], headroom, ppy, width, span)
+    return MezzResult(amount, service, min_ratio), {s: totals[:, i] for i, s in enumerate(STRESS_NAMES)}
+
+
 def _hints(ctx: Context, table: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray], underlying: np.ndarray
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hint lever and value of every near-miss row in closed form, and which rows need a ladder search."""
@@ -435,9 +499,13 @@ def _hints(ctx: Context, table: Mapping[str, np.ndarray], out: Mapping[str, np.n
     cap = notch(ctx.derived.rating_cap)
 
     def rate_stable(rows_: np.ndarray, new_k: np.ndarray) -> np.ndarray:
-        wrapped = sub_table["wrap"][rows_]
+        """The all-in rate stays put at senior_dscr new_k: no wrap and no market coupon to re-price, or the
+        underlying notch does not move (a "market" point is re-priced at the hinted value, section 11.1)."""
+        repriced = sub_table["wrap"][rows_]
+        if ctx.priced:
+            repriced = repriced | np.isnan(sub_table["senior_coupon"][rows_])
         new_notch = np.maximum(ladder_notch(ctx.ruleset, ctx.project.country, new_k), cap)
-        return ~wrapped | (new_notch == underlying[near][rows_])
+        return ~repriced | (new_notch == underlying[near][rows_])
 
     lever[near], value[near], search[near] = closed_form(sub_out, sub_table, hint_constants(ctx), rate_stable)
     return lever, value, search

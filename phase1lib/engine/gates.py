@@ -13,22 +13,24 @@ from typing import Any
 
 import numpy as np
 
+from ..pricing import pricing_hint_text
 from ..ruleset import RATINGS, TOL, Ruleset, notch
 from .cashflows import STRESS_NAMES
 
 MIN, MAX, POSITIVE, NEG_AMORT, RATING = range(5)
 GATE_A = ("tenor", "io_months", "all_in_rate", "senior_amount", "negative_amortisation", "advance_factor",
           "min_equity")
+#: Gate B; ``pricing`` (section 11.1, v2 only) comes last so v1's failure bitmask keeps its bits.
 GATE_B = ("min_dscr", *(f"stress_{s}" for s in STRESS_NAMES), *(f"stress_total_{s}" for s in STRESS_NAMES),
-          "wal", "wrap_underlying")
+          "wal", "wrap_underlying", "pricing")
 CHECKS: tuple[str, ...] = GATE_A + GATE_B
 KIND = {
     "tenor": MAX, "io_months": MAX, "all_in_rate": POSITIVE, "senior_amount": POSITIVE,
     "negative_amortisation": NEG_AMORT, "advance_factor": MIN, "min_equity": MIN, "min_dscr": MIN, "wal": MAX,
-    "wrap_underlying": RATING, **{c: MIN for c in CHECKS if c.startswith("stress_")},
+    "wrap_underlying": RATING, "pricing": MIN, **{c: MIN for c in CHECKS if c.startswith("stress_")},
 }
-#: Checks that can be near misses (D27); the others never are.
-NEAR_MISS_CHECKS = frozenset({"tenor", "advance_factor", "min_equity", "min_dscr", "wal",
+#: Checks that can be near misses (D27; pricing only when market_coupon > 0, section 11.1); the others never are.
+NEAR_MISS_CHECKS = frozenset({"tenor", "advance_factor", "min_equity", "min_dscr", "wal", "pricing",
                               *(c for c in CHECKS if c.startswith("stress_"))})
 TIERS = ("Diamond", "Gold", "Silver", "Bronze", "Not viable")
 REPO_RULES = ("min_rating", "min_dscr", "max_ltv", "max_tenor", "min_dsra_months")
@@ -56,7 +58,8 @@ def check_table(k: Mapping[str, np.ndarray], project_consts: Mapping[str, Any]) 
     """Evaluate every check from KPI and structure columns ``k`` (arrays of equal length).
 
     ``project_consts``: tenor_cap, af_min, dscr_floor, wrap_dscr_relief, ppy, lease_years, wal_share,
-    min_equity, stress_min, wrap_min_notch.
+    min_equity, stress_min, wrap_min_notch. The ``pricing`` check runs where ``k`` has market_coupon (v2) and
+    the structure offers a number (``offered_coupon`` not NaN).
     """
     c = project_consts
     rows = len(k["senior_amount"])
@@ -76,6 +79,12 @@ def check_table(k: Mapping[str, np.ndarray], project_consts: Mapping[str, Any]) 
         "wal": (k["wal_years"], c["wal_share"] * c["tenor_cap"], has_debt),
         "wrap_underlying": (k["wrap_underlying_notch"], float(c["wrap_min_notch"]), k["wrap"]),
     }
+    market = k.get("market_coupon")
+    if market is not None:
+        offered = k["offered_coupon"]
+        cols["pricing"] = (offered, market, ~np.isnan(offered))
+    else:
+        cols["pricing"] = (np.full(rows, np.nan), np.nan, False)
     has_mezz = k["mezz_amount"] > 0
     for s in STRESS_NAMES:
         cols[f"stress_{s}"] = (k[f"stress_{s}"], c["stress_min"], has_debt)
@@ -113,6 +122,7 @@ def near_miss(table: CheckTable, band: float) -> tuple[np.ndarray, np.ndarray]:
     eligible = np.array([c in NEAR_MISS_CHECKS for c in CHECKS])[col]
     with np.errstate(invalid="ignore"):
         close = np.where(kind == MIN, value >= (1 - band) * threshold, value <= (1 + band) * threshold)
+        close &= (col != CHECKS.index("pricing")) | (threshold > 0)
     return (which >= 0) & eligible & close, which
 
 
@@ -166,6 +176,8 @@ def render_failures(table: CheckTable, row: int) -> tuple[list[dict[str, Any]], 
         if table.failed[row, i]:
             entry = {"check": name, "value": _fmt(name, table.value[row, i]),
                      "threshold": _fmt(name, table.threshold[row, i])}
+            if name == "pricing":  # section 11.1: the fix is known whatever the gap (D38)
+                entry["hint"] = pricing_hint_text(float(table.threshold[row, i]))
             (gate_a if name in GATE_A else gate_b).append(entry)
     return gate_a, gate_b
 

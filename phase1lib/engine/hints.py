@@ -14,14 +14,17 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from ..pricing import pricing_hint
+from ..ruleset import TOL
 from .gates import CHECKS
 
-NONE, SHORTEN_TENOR, RAISE_DSCR, LOWER_DSCR, RAISE_MEZZ_DSCR = range(5)
+NONE, SHORTEN_TENOR, RAISE_DSCR, LOWER_DSCR, RAISE_MEZZ_DSCR, RAISE_COUPON = range(6)
 LEVERS = {
     SHORTEN_TENOR: ("shorten", "senior_tenor"),
     RAISE_DSCR: ("raise", "senior_dscr"),
     LOWER_DSCR: ("lower", "senior_dscr"),
     RAISE_MEZZ_DSCR: ("raise", "mezz_dscr"),
+    RAISE_COUPON: ("raise", "senior_coupon"),
 }
 STEP = 0.01
 LADDER = 100  # candidates: +/- 0.01 .. 1.00
@@ -41,6 +44,8 @@ def lever_for(check: np.ndarray) -> np.ndarray:
             code = RAISE_DSCR
         elif name.startswith("stress_total_"):
             code = RAISE_MEZZ_DSCR
+        elif name == "pricing":
+            code = RAISE_COUPON
         else:
             continue
         out[check == i] = code
@@ -54,7 +59,7 @@ def hint_text(lever: int, value: float, check: str) -> str | None:
     verb, key = LEVERS[lever]
     if not np.isfinite(value):
         return f"no single-lever fix: {verb} {key} within its ladder does not pass {check}"
-    shown = f"{int(value)}" if key == "senior_tenor" else f"{value:.2f}"
+    shown = f"{int(value)}" if key == "senior_tenor" else f"{value:.4f}" if key == "senior_coupon" else f"{value:.2f}"
     return f"{verb} {key} to {shown}"
 
 
@@ -85,6 +90,10 @@ def closed_form(k: Mapping[str, np.ndarray], table: Mapping[str, np.ndarray], co
 
     tenor_rows = check == C["tenor"]
     value[tenor_rows] = consts["tenor_cap"]
+    pricing_rows = np.flatnonzero(check == C["pricing"])  # section 11.1: the market coupon up to a whole bp
+    if len(pricing_rows):
+        market, inverse = np.unique(k["_failed_threshold"][pricing_rows], return_inverse=True)
+        value[pricing_rows] = np.array([pricing_hint(float(m)) for m in market])[inverse.ravel()]
     search |= check == C["wal"]
     search |= lever == RAISE_MEZZ_DSCR
 
@@ -105,7 +114,10 @@ def closed_form(k: Mapping[str, np.ndarray], table: Mapping[str, np.ndarray], co
     raising = (lever == RAISE_DSCR) & ~search
     ok_up = raising & (need > 0) & (raise_k > dscr) & (raise_k <= dscr + LADDER * STEP + 1e-9)
     lowering = lever == LOWER_DSCR
-    ok_down = lowering & (lower_k < dscr) & (lower_k >= 1.0)
+    # a lower DSCR target only lifts the senior to its caps: when they sit below af_min (v2's ltv limit can),
+    # no value on the ladder passes and the search says so
+    caps_allow = consts["senior_cap"] / fn >= consts["af_min"] - TOL
+    ok_down = lowering & (lower_k < dscr) & (lower_k >= 1.0) & caps_allow
     candidate = np.where(raising, raise_k, np.where(lowering, lower_k, np.nan))
     exact = (ok_up | ok_down) & ~(equity_rows & (k["mezz_amount"] > 0))
     rows = np.flatnonzero(exact)

@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from ..pricing import MARKET
 from ..ranges import KEYS, MEZZ_KEYS
 from ..ruleset import RATINGS
 from .cashflows import STRESS_NAMES
 from .evaluate import Context
-from .gates import REPO_RULES, check_table, render_failures, render_repo_reasons
+from .gates import CHECKS, REPO_RULES, check_table, render_failures, render_repo_reasons
 from .hints import hint_text
 
 KPI_KEYS = ("senior_amount", "senior_rate", "senior_rating", "binding_constraint", "mezz_amount", "mezz_rate",
@@ -33,8 +34,13 @@ def _num(value: Any) -> float | None:
 
 
 def structure_of(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The full structure of a row: every range key, mezz_* only when mezz is on."""
-    return {k: row[k] for k in KEYS if row["mezz_on"] or k not in MEZZ_KEYS}
+    """The full structure of a row: every range key, mezz_* only when mezz is on. A v2 frame keeps
+    senior_coupon as text ("market" or the number, section 11.1): numbers come back as numbers."""
+    point = {k: row[k] for k in KEYS if row["mezz_on"] or k not in MEZZ_KEYS}
+    coupon = point["senior_coupon"]
+    if isinstance(coupon, str) and coupon != MARKET:
+        point["senior_coupon"] = float(coupon)
+    return point
 
 
 def _arrays(row: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -46,6 +52,8 @@ def _arrays(row: Mapping[str, Any]) -> dict[str, np.ndarray]:
     underlying = row.get("wrap_underlying")
     arrays["wrap_underlying_notch"] = np.array([np.nan if underlying is None else RATINGS.index(underlying)])
     arrays["wrap"] = np.array([bool(row["wrap"])])
+    coupon = structure_of(row)["senior_coupon"]
+    arrays["offered_coupon"] = np.array([np.nan if coupon == MARKET else float(coupon)])
     return arrays
 
 
@@ -53,6 +61,9 @@ def render_row(ctx: Context, row: Mapping[str, Any]) -> dict[str, Any]:
     """JSON form of one row (see module docstring)."""
     kpis: dict[str, Any] = {}
     for name in KPI_KEYS:
+        if name == "senior_rate" and "market_coupon" in row:  # v2: the coupon used and the market coupon
+            kpis["senior_coupon"] = _num(row["senior_coupon_used"])
+            kpis["market_coupon"] = _num(row["market_coupon"])
         value = row[name]
         kpis[name] = value if isinstance(value, str) or value is None else _num(value)
     kpis["stress"] = {s: _num(row[f"stress_{s}"]) for s in STRESS_NAMES}
@@ -64,8 +75,6 @@ def render_row(ctx: Context, row: Mapping[str, Any]) -> dict[str, Any]:
     kpis["tier"] = row["tier"]
     kpis["near_miss"] = bool(row["near_miss"])
     check = row["near_miss_check"]
-    from .gates import CHECKS
-
     kpis["hint"] = hint_text(int(row["hint_lever"]), _num(row["hint_value"]) or math.nan,
                              CHECKS[check]) if row["near_miss"] else None
     kpis["repo_eligible"] = bool(row["repo_eligible"])

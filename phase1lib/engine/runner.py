@@ -21,7 +21,9 @@ import numpy as np
 import polars as pl
 
 from .. import ENGINE_VERSION
+from ..defaults import DEFAULT_SEED, DEFAULT_TOPN
 from ..errors import Phase1Error
+from ..pricing import MARKET
 from ..project import Project, default_closing_date
 from ..ranges import (
     KEYS,
@@ -30,10 +32,12 @@ from ..ranges import (
     check_guardrail,
     parse_ranges,
     permutation_id,
-    permutation_ids,
+    permutation_id_series,
     sample_indices,
 )
 from ..ruleset import RATINGS, Ruleset, load_ruleset
+from . import kernels
+from .breakevens import breakeven_kpis
 from .cashflows import STRESS_NAMES
 from .evaluate import ENUMS, LIMITS, Context, context_for_grid, evaluate, search_hints, table_from_codes
 from .gates import TIERS
@@ -41,8 +45,6 @@ from .memory import tune_allocator
 from .montecarlo import monte_carlo
 from .render import render_row, structure_of
 
-DEFAULT_SEED = 424242
-DEFAULT_TOPN = 20
 CHUNK_ELEMENTS = 3_200_000  # rows x periods per chunk: about 26 MB per float matrix; larger chunks share more
 # senior classes and spend less time in Python per row (benchmarks/engine.py: 250k rows, 2 workers, ~780 MB peak)
 Progress = Callable[[int, int], None]
@@ -108,8 +110,13 @@ def make_run_id(key: Mapping[str, Any], ruleset: Ruleset) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def cohort_key(key: Mapping[str, Any]) -> str:
-    """Stable key that decides a run's canary cohort (independent of the ruleset it will use)."""
+def request_cohort_key(project: Project, ranges: Mapping[str, Any], seed: int, topn: int, sample: int | None,
+                       gates: bool) -> str:
+    """Stable key that decides a run's canary cohort: a hash of the request as given (project, ranges, seed,
+    options), known before the ruleset is chosen (the ruleset decides how the ranges parse: v2 fills in
+    "market" coupons)."""
+    key = {"project": canonical_project(project), "ranges": ranges, "seed": seed, "topn": topn, "sample": sample,
+           "gates": gates}
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -118,13 +125,14 @@ def chunk_rows(n_periods: int, chunk_size: int | None) -> int:
 
 
 def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: int, *, chunk_size: int | None,
-                  workers: int = 1, progress: Progress | None = None,
-                  cancel: threading.Event | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Evaluate ``count`` grid points (``indices`` or 0..count-1) chunk by chunk; (structure, kpi) columns."""
+                  workers: int = 1, progress: Progress | None = None, cancel: threading.Event | None = None,
+                  ids: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], pl.Series | None]:
+    """Evaluate ``count`` grid points (``indices`` or 0..count-1) chunk by chunk: (structure, kpi) columns, and
+    with ``ids`` the permutation_ids, hashed in each chunk's worker (polars releases the GIL) beside the numbers."""
     size = chunk_rows(ctx.n_periods, chunk_size)
     bounds = [(a, min(a + size, count)) for a in range(0, count, size)] or [(0, 0)]
 
-    def work(bound: tuple[int, int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def work(bound: tuple[int, int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], pl.Series | None]:
         if cancel is not None and cancel.is_set():
             raise RunCancelled("run cancelled")
         a, b = bound
@@ -133,7 +141,8 @@ def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: i
         table = table_from_codes(grid, codes)
         out = evaluate(ctx, table)
         structure = {"permutation_index": idx, **table, **{f"_code_{k}": codes[k] for k in KEYS}}
-        return structure, {k: v for k, v in out.items() if not k.startswith("_") or k == "_hint_search"}
+        chunk_ids = permutation_id_series(grid, codes) if ids else None
+        return structure, {k: v for k, v in out.items() if not k.startswith("_") or k == "_hint_search"}, chunk_ids
 
     results: list[Any] = [None] * len(bounds)
     done = 0
@@ -155,7 +164,7 @@ def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: i
     kpis = {k: np.concatenate([r[1][k] for r in results]) for k in results[0][1]}
     search_hints(ctx, {k: structure[k] for k in KEYS}, kpis)
     kpis.pop("_hint_search")
-    return structure, kpis
+    return structure, kpis, pl.concat([r[2] for r in results]) if ids else None
 
 
 def rank_rows(kpis: Mapping[str, np.ndarray], index: np.ndarray, topn: int, gates: bool = True) -> np.ndarray:
@@ -170,15 +179,16 @@ def rank_rows(kpis: Mapping[str, np.ndarray], index: np.ndarray, topn: int, gate
     return rows[order[:topn]]
 
 
-def grid_ids(structure: Mapping[str, np.ndarray], grid: Grid) -> list[str]:
+def grid_ids(structure: Mapping[str, np.ndarray], grid: Grid) -> pl.Series:
     """permutation_id of every row of a grid evaluation."""
-    return permutation_ids(grid, {k: structure[f"_code_{k}"] for k in KEYS})
+    return permutation_id_series(grid, {k: structure[f"_code_{k}"] for k in KEYS})
 
 
-#: KPI columns stored as enums: their labels (codes index them) and the column's name in the frame.
-ENUM_KPIS = {"senior_rating": (tuple(RATINGS), "senior_rating"), "binding_constraint": (tuple(LIMITS),
-             "binding_constraint"), "tier": (tuple(TIERS), "tier"),
-             "wrap_underlying_notch": (tuple(RATINGS), "wrap_underlying")}
+def enum_kpis(limits: tuple[str, ...] = LIMITS) -> dict[str, tuple[tuple[str, ...], str]]:
+    """KPI columns stored as enums: their labels (codes index them) and the column's name in the frame.
+    The binding constraint's labels are the ruleset's sizing limits (v2 adds ltv)."""
+    return {"senior_rating": (tuple(RATINGS), "senior_rating"), "binding_constraint": (limits, "binding_constraint"),
+            "tier": (tuple(TIERS), "tier"), "wrap_underlying_notch": (tuple(RATINGS), "wrap_underlying")}
 
 
 def _enum_codes(values: np.ndarray) -> np.ndarray:
@@ -193,24 +203,37 @@ def _enum_series(codes: np.ndarray, cats: tuple[str, ...], name: str) -> pl.Seri
     return table.gather(np.where((codes < 0) | (codes >= len(cats)), len(cats), codes))
 
 
-def make_frame(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray], ids: list[str]) -> pl.DataFrame:
-    """Evaluated structures as a polars frame: readable structure and KPI columns, nulls for NaN."""
-    cols: dict[str, pl.Series] = {
-        "permutation_index": pl.Series(structure["permutation_index"], dtype=pl.Int64),
-        "permutation_id": pl.Series(ids, dtype=pl.String),
-    }
+def coupon_texts(coupons: np.ndarray) -> list[str]:
+    """A v2 frame's senior_coupon column: "market" (NaN in the structure table) or the number as JSON text."""
+    return [MARKET if c != c else json.dumps(c) for c in coupons.tolist()]
+
+
+def make_frame(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray], ids: pl.Series | list[str] | None,
+               limits: tuple[str, ...] = LIMITS, priced: bool = False) -> pl.DataFrame:
+    """Evaluated structures as a polars frame: readable structure and KPI columns, nulls for NaN.
+
+    ``ids`` None leaves permutation_id out (v2 runs derive it on read: :func:`phase1lib.runs.frame_ids`).
+    Under a priced ruleset senior_coupon is text, "market" or the number (section 11.1).
+    """
+    cols: dict[str, pl.Series] = {"permutation_index": pl.Series(structure["permutation_index"], dtype=pl.Int64)}
+    if ids is not None:
+        cols["permutation_id"] = pl.Series(ids, dtype=pl.String)
     mezz_on = pl.Series(structure["mezz_on"])
+    enums = enum_kpis(limits)
     for key in KEYS:
         values = structure[key]
-        series = _enum_series(values, ENUMS[key], key) if key in ENUMS else pl.Series(key, values)
+        if key == "senior_coupon" and priced:
+            series = pl.Series(key, _unique_texts(values), dtype=pl.String)
+        else:
+            series = _enum_series(values, ENUMS[key], key) if key in ENUMS else pl.Series(key, values)
         if key in MEZZ_KEYS:  # exist only inside mezz_on = true: null when mezz is off
             series = pl.select(pl.when(mezz_on).then(series).otherwise(None)).to_series()
         cols[key] = series.alias(key)
     for name, values in kpis.items():
         if name.startswith("_"):
             continue
-        if name in ENUM_KPIS:
-            cats, label = ENUM_KPIS[name]
+        if name in enums:
+            cats, label = enums[name]
             cols[label] = _enum_series(_enum_codes(values), cats, label)
         elif values.dtype.kind == "f":
             cols[name] = pl.Series(name, values).fill_nan(None)
@@ -219,7 +242,15 @@ def make_frame(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarra
     return pl.DataFrame(cols)
 
 
-def frame_rows(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+def _unique_texts(coupons: np.ndarray) -> pl.Series:
+    """coupon_texts of a whole column, formatted once per distinct value."""
+    distinct, inverse = np.unique(coupons, return_inverse=True)  # NaN ("market") sorts last, once
+    texts = coupon_texts(distinct)
+    return pl.Series(texts, dtype=pl.String).gather(inverse.ravel())
+
+
+def frame_rows(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray],
+               limits: tuple[str, ...] = LIMITS, priced: bool = False) -> list[dict[str, Any]]:
     """The rows :func:`make_frame` would hold (as ``iter_rows(named=True)`` gives them), built in plain Python.
 
     For the Top-N only: a few rows do not repay polars' per-column overhead. permutation_id is computed from
@@ -228,16 +259,19 @@ def frame_rows(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarra
     n = len(structure["permutation_index"])
     columns: dict[str, list[Any]] = {"permutation_index": structure["permutation_index"].tolist()}
     mezz_on = structure["mezz_on"].tolist()
+    enums = enum_kpis(limits)
     for key in KEYS:
         values = [ENUMS[key][c] for c in structure[key].tolist()] if key in ENUMS else structure[key].tolist()
+        if key == "senior_coupon" and priced:
+            values = coupon_texts(structure[key])
         if key in MEZZ_KEYS:  # exist only inside mezz_on = true: null when mezz is off
             values = [v if on else None for v, on in zip(values, mezz_on, strict=True)]
         columns[key] = values
     for name, values in kpis.items():
         if name.startswith("_"):
             continue
-        if name in ENUM_KPIS:
-            cats, label = ENUM_KPIS[name]
+        if name in enums:
+            cats, label = enums[name]
             columns[label] = [cats[c] if 0 <= c < len(cats) else None for c in _enum_codes(values).tolist()]
         elif values.dtype.kind == "f":
             columns[name] = [None if v != v else v for v in values.tolist()]
@@ -263,23 +297,28 @@ def run(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED
         from ..errors import FieldError, InputError
 
         raise InputError([FieldError("topn", f"must be an integer 1..1000 (got {topn!r})")], "request")
-    grid = parse_ranges(ranges, project)
+    grid = parse_ranges(ranges, project, rs)
     cardinality = grid.cardinality
     check_guardrail(cardinality, sample)
     indices = sample_indices(cardinality, sample, seed) if sample else None
     count = sample or cardinality
     ctx = context_for_grid(project, rs, grid)
+    ctx.kernels = kernels.use_for(count)  # compiled mezzanine and IRR rows (C): identical results, faster
     size = chunk_size if chunked else max(count, 1)
-    structure, kpis = evaluate_grid(ctx, grid, indices, count, chunk_size=size, workers=workers,
-                                    progress=progress, cancel=cancel)
+    # v2 frames leave permutation_id out: it is derived on read (runs.frame_ids), exact where a row is shown
+    structure, kpis, ids = evaluate_grid(ctx, grid, indices, count, chunk_size=size, workers=workers,
+                                         progress=progress, cancel=cancel, ids=not ctx.priced)
     index = structure["permutation_index"]
     top_rows = rank_rows(kpis, index, topn, gates)
-    mc = monte_carlo(ctx, {k: v[top_rows] for k, v in structure.items() if not k.startswith("_")}, seed)
-    rows = frame_rows({k: v[top_rows] for k, v in structure.items()}, {k: v[top_rows] for k, v in kpis.items()})
-    top = [_top_entry(render_row(ctx, row), i + 1, mc[0][i], mc[1][i]) for i, row in enumerate(rows)]
+    top_table = {k: v[top_rows] for k, v in structure.items() if not k.startswith("_")}
+    mc = monte_carlo(ctx, top_table, seed)
+    extra = breakeven_kpis(ctx, top_table) if ctx.priced else [{} for _ in top_rows]
+    rows = frame_rows({k: v[top_rows] for k, v in structure.items()}, {k: v[top_rows] for k, v in kpis.items()},
+                      ctx.limits, ctx.priced)
+    top = [_top_entry(render_row(ctx, row), i + 1, mc[0][i], mc[1][i], extra[i]) for i, row in enumerate(rows)]
     engine_s = time.perf_counter() - started
 
-    frame = make_frame(structure, kpis, grid_ids(structure, grid))
+    frame = make_frame(structure, kpis, ids, ctx.limits, ctx.priced)
     key = run_key(project, grid, seed, topn, sample, gates)
     run_id = make_run_id(key, rs)
     today = today or dt.date.today()
@@ -292,13 +331,15 @@ def run(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED
         "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         "closing_date": project.closing_date or default_closing_date(today).isoformat(),
         "timings": {"engine_s": round(engine_s, 6), "total_s": round(time.perf_counter() - started, 6)},
-        "stress_names": list(STRESS_NAMES), "cohort_key": cohort_key(key),
+        "stress_names": list(STRESS_NAMES),
+        "cohort_key": request_cohort_key(project, ranges, seed, topn, sample, gates),
     }
     return RunResult(run_id=run_id, meta=meta, frame=frame, top=top, grid=grid)
 
 
-def _top_entry(rendered: Mapping[str, Any], rank: int, breach: float, p5: float) -> dict[str, Any]:
-    kpis = dict(rendered["kpis"], mc_breach_probability=_finite(breach), mc_p5_min_dscr=_finite(p5))
+def _top_entry(rendered: Mapping[str, Any], rank: int, breach: float, p5: float,
+               extra: Mapping[str, Any]) -> dict[str, Any]:
+    kpis = dict(rendered["kpis"], mc_breach_probability=_finite(breach), mc_p5_min_dscr=_finite(p5), **extra)
     return {"rank": rank, "permutation_index": rendered["permutation_index"],
             "permutation_id": rendered["permutation_id"], "structure": rendered["structure"], "kpis": kpis}
 

@@ -17,15 +17,17 @@ from ..errors import FieldError, InputError
 from ..project import Project, default_closing_date
 from ..ranges import KEYS, parse_ranges, permutation_id
 from ..ruleset import Ruleset, load_ruleset
+from .breakevens import breakeven_kpis
 from .evaluate import evaluate, evaluate_detail, make_context, search_hints, table_from_points
 from .montecarlo import monte_carlo
 from .render import render_row
 from .runner import DEFAULT_SEED, make_frame
 
 
-def parse_structure(request: Any, project: Project) -> dict[str, Any]:
-    """A full structure from one value per range key (defaults of section 3 filled in)."""
-    grid = parse_ranges(request, project)
+def parse_structure(request: Any, project: Project, ruleset: Ruleset | None = None) -> dict[str, Any]:
+    """A full structure from one value per range key (defaults of section 3 filled in; under v2 the
+    senior_coupon defaults to "market", section 11.1)."""
+    grid = parse_ranges(request, project, ruleset)
     many = [k for k in KEYS if len(grid.values[k]) > 1]
     if many:
         raise InputError([FieldError(k, "a structure takes one value per key (got a list of "
@@ -63,13 +65,16 @@ def evaluate_points(project: Project, points: Sequence[Mapping[str, Any]], rules
     out = evaluate(ctx, table)
     search_hints(ctx, table, out)
     frame = make_frame({"permutation_index": np.arange(len(points)), **table}, out,
-                       [permutation_id(pt) for pt in points])
+                       [permutation_id(pt) for pt in points], ctx.limits, ctx.priced)
     rendered = [render_row(ctx, row) for row in frame.iter_rows(named=True)]
     if seed is not None:
         breach, p5 = monte_carlo(ctx, table, seed)
         for r, b, q in zip(rendered, breach, p5, strict=True):
             r["kpis"]["mc_breach_probability"] = float(b) if np.isfinite(b) else None
             r["kpis"]["mc_p5_min_dscr"] = float(q) if np.isfinite(q) else None
+    if ctx.priced:
+        for r, extra in zip(rendered, breakeven_kpis(ctx, table), strict=True):
+            r["kpis"].update(extra)
     for r in rendered:
         r.pop("permutation_index", None)
     return rendered
@@ -132,7 +137,7 @@ def schedule(project: Project, point: Mapping[str, Any], ruleset: Ruleset | None
 def evaluate_structure(project: Project, request: Any, ruleset: Ruleset | None = None, seed: int = DEFAULT_SEED,
                        closing_date: dt.date | None = None) -> dict[str, Any]:
     """``phase1 evaluate``: {"structure", "kpis", "schedule"} of one structure request."""
-    point = parse_structure(request, project)
+    point = parse_structure(request, project, ruleset or load_ruleset())
     rendered = evaluate_points(project, [point], ruleset, seed)[0]
     return {"structure": point, "permutation_id": rendered["permutation_id"], "kpis": rendered["kpis"],
             "schedule": schedule(project, point, ruleset, closing_date)}

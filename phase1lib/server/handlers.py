@@ -39,7 +39,7 @@ from ..errors import (
     NotFoundError,
     Phase1Error,
 )
-from ..presets import preset_ranges
+from ..presets import preset_ranges, preset_ruleset
 from ..project import Project, parse_project
 from ..ranges import precheck_guardrail
 from ..runs import load_run
@@ -64,7 +64,7 @@ HERE = Path(__file__).resolve().parent
 TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
 T = TypeVar("T")
 MAX_SEED = 2**63 - 1
-RUN_FIELDS = ("seed", "topn", "ranges", "preset", "project", "sample")
+RUN_FIELDS = ("seed", "topn", "ranges", "preset", "project", "sample", "ruleset")
 CORE = ("phase1_core",)
 #: Deepest JSON nesting a body may have (project, ranges and flags bodies are 3 levels deep).
 MAX_JSON_DEPTH = 32
@@ -593,9 +593,15 @@ def parse_run_request(body: Mapping[str, Any]) -> dict[str, Any]:
             ranges = dict(body["ranges"])
     else:
         errors.append(FieldError("ranges", "required: ranges (an object of range keys) or preset (a name)"))
+    ruleset = body.get("ruleset")
+    if ruleset is not None and not isinstance(ruleset, str):
+        errors.append(FieldError("ruleset", f"must be a ruleset version such as \"v2\" (got {ruleset!r})"))
+    elif ruleset is None and has_preset and not has_ranges and ranges is not None:
+        ruleset = preset_ruleset(body["preset"])  # a preset written for v2 names its ruleset (D45)
     if errors:
         raise InputError(errors, "run request")
-    return {"seed": seed, "topn": topn, "sample": sample, "ranges": ranges, "project": body.get("project")}
+    return {"seed": seed, "topn": topn, "sample": sample, "ranges": ranges, "project": body.get("project"),
+            "ruleset": ruleset}
 
 
 def run_answer(result: RunResult, project: Project, source: str) -> dict[str, Any]:
@@ -612,9 +618,10 @@ class ValidateHandler(BusinessHandler):
 
     def validate(self) -> tuple[dict[str, Any], int]:
         body = self.json_body()
-        data = body["project"] if set(body) == {"project"} and isinstance(body["project"], Mapping) else body
+        wrapped = set(body) in ({"project"}, {"project", "ruleset"}) and isinstance(body["project"], Mapping)
+        data = body["project"] if wrapped else body
         try:
-            project, derived = service.validate_project(self.store, data)
+            project, derived = service.validate_project(self.store, data, body.get("ruleset") if wrapped else None)
         except InputError as error:
             return {**error.to_dict(), "valid": False, "request_id": self.request_id}, 400
         self.remember(project=project.to_dict())
@@ -635,14 +642,14 @@ class CardinalityHandler(BusinessHandler):
 
     def cardinality(self) -> dict[str, Any]:
         body = self.json_body()
-        unknown = [FieldError(k, "unknown field; known: ranges, preset, project") for k in body
-                   if k not in ("ranges", "preset", "project")]
+        unknown = [FieldError(k, "unknown field; known: ranges, preset, project, ruleset") for k in body
+                   if k not in ("ranges", "preset", "project", "ruleset")]
         if unknown:
             raise InputError(unknown, "cardinality request")
         request = parse_run_request(body)
         project = _parse_project_field(request["project"]) if request["project"] is not None \
             else self.optional_project()
-        return service.cardinality(self.store, request["ranges"], project)
+        return service.cardinality(self.store, request["ranges"], project, request["ruleset"])
 
 
 @route("/api/phase1/run", "session", CORE,
@@ -654,7 +661,8 @@ class RunHandler(BusinessHandler):
         try:
             result = await self.in_pool(service.execute_run, self.store, project, request["ranges"],
                                         seed=request["seed"], topn=request["topn"], sample=request["sample"],
-                                        cancel=self.ctx.shutting_down)
+                                        cancel=self.ctx.shutting_down, ruleset=request["ruleset"],
+                                        actor=self.session.username, request_id=self.request_id)
         finally:
             self.ctx.release_run()
         await self.answer(self.finish_run, result, project, source)
@@ -680,13 +688,13 @@ class SubmitHandler(BusinessHandler):
         request = parse_run_request(self.json_body())
         project, source = self.resolve_project(request["project"])
         plan = service.plan_run(self.store, project, request["ranges"], request["seed"], request["topn"],
-                                request["sample"])
-        permutations = request["sample"] or plan["grid"].cardinality
+                                request["sample"], request["ruleset"])
+        permutations = plan.count
         self.reserve_run()
         try:
             job = self.ctx.jobs.submit(self.session.username, project, request["ranges"], seed=request["seed"],
                                        topn=request["topn"], sample=request["sample"], permutations=permutations,
-                                       request_id=self.request_id)
+                                       request_id=self.request_id, ruleset=request["ruleset"])
         except BaseException:
             self.ctx.release_run()
             raise
@@ -784,13 +792,14 @@ class ExportHandler(BusinessHandler):
 class CalcHandler(BusinessHandler):
     async def post(self) -> None:
         body, project, source = await self.in_worker(self.calc_request)
-        out = await self.in_pool(service.evaluate, self.store, project, body["structure"], body.get("seed"))
+        out = await self.in_pool(service.evaluate, self.store, project, body["structure"], body.get("seed"),
+                                 body.get("ruleset"))
         await self.answer(lambda: {**out, "project": {"title": project.title, "source": source}})
 
     def calc_request(self) -> tuple[dict[str, Any], Project, str]:
         body = self.json_body()
-        errors = [FieldError(k, "unknown field; known: structure, project, seed") for k in body
-                  if k not in ("structure", "project", "seed")]
+        errors = [FieldError(k, "unknown field; known: structure, project, seed, ruleset") for k in body
+                  if k not in ("structure", "project", "seed", "ruleset")]
         seed = _whole(body.get("seed"), "seed", 0, MAX_SEED, errors, allow_none=True)
         if not isinstance(body.get("structure"), Mapping):
             errors.append(FieldError("structure", "required: an object with one value per range key"))

@@ -27,7 +27,7 @@ NS_WORKSPACE = "ui_workspace"
 #: configured with ``http_header_envs``), then PHASE1_USER for a kernel started by hand.
 USER_ENVS = ("HTTP_X_PHASE1_USER", "PHASE1_USER")
 USER_ENV = "PHASE1_USER"
-WORKSPACE_KEYS = ("project", "ranges", "preset", "sample", "last_run_id", "rank")
+WORKSPACE_KEYS = ("project", "ranges", "preset", "ruleset", "sample", "last_run_id", "rank")
 
 
 def repo_root() -> Path | None:

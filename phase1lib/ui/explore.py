@@ -16,7 +16,9 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from ..engine import RunResult, evaluate_points, parse_structure
+from ..pricing import MARKET
 from ..project import Project
+from ..ruleset import load_ruleset
 from .charts import axis_money
 from .context import examples_dir
 from .format import TIER_COLOURS
@@ -49,6 +51,28 @@ def top_frame(result: RunResult, columns: Sequence[str] = TOP_COLUMNS) -> pd.Dat
              **{k: v for k, v in t["kpis"].items() if not isinstance(v, dict | list)}} for t in result.top]
     frame = pd.DataFrame(rows)
     return frame[[c for c in columns if c in frame.columns]] if rows else frame
+
+
+def compare_rulesets(project: Project, result: RunResult, ruleset: str = "v2", n: int = 5) -> pd.DataFrame:
+    """The first ``n`` structures of a v1 run re-evaluated under a priced ruleset (METHODOLOGY section 11): as
+    offered (their coupon against the market coupon) and at the market coupon, side by side."""
+    rs = load_ruleset(ruleset)
+    points = [t["structure"] for t in result.top[:n]]
+    offered = evaluate_points(project, points, rs, seed=None)
+    market = evaluate_points(project, [dict(p, senior_coupon=MARKET) for p in points], rs, seed=None)
+    rows = []
+    for t, o, m in zip(result.top[:n], offered, market, strict=True):
+        s, k1, ko, km = t["structure"], t["kpis"], o["kpis"], m["kpis"]
+        failed = [f["check"] for f in km["gate_a"] + km["gate_b"]]
+        rows.append({"rank_v1": t["rank"], "senior_tenor": s["senior_tenor"], "senior_dscr": s["senior_dscr"],
+                     "coupon_v1": s["senior_coupon"], "senior_v1": k1["senior_amount"],
+                     "day_one_v1": k1["day_one_value"], "tier_v1": k1["tier"],
+                     "market_coupon": km["market_coupon"], "tier_v2_as_offered": ko["tier"],
+                     "pricing_v2_as_offered": "fails" if any(f["check"] == "pricing" for f in ko["gate_b"])
+                     else "passes", "senior_v2_market": km["senior_amount"],
+                     "day_one_v2_market": km["day_one_value"], "tier_v2_market": km["tier"],
+                     "binding_v2_market": km["binding_constraint"], "fails_v2_market": ", ".join(failed) or "-"})
+    return pd.DataFrame(rows)
 
 
 def sensitivity(project: Project, base: Mapping[str, Any], key: str, values: Sequence[Any]) -> pd.DataFrame:

@@ -13,11 +13,13 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .. import service
+from .. import ops, service
 from ..errors import InputError, Phase1Error
 from ..presets import list_presets, preset_ranges
+from ..pricing import MARKET
 from ..project import Project, validate_project
 from ..ranges import ALIASES, KEY_SPECS, Grid, KeySpec, check_guardrail, max_permutations, parse_ranges
+from ..ruleset import Ruleset, available_versions, load_ruleset
 from .components import Notice, heading, page
 from .context import AppContext
 from .format import esc, number, pct, ratio
@@ -37,7 +39,9 @@ DEFAULT_SAMPLE = 10_000
 
 
 def value_text(key: str, value: Any) -> str:
-    """One range value as the analyst reads it (4.00%, 1.35x, 20 yrs, sculpted)."""
+    """One range value as the analyst reads it (4.00%, 1.35x, 20 yrs, sculpted, market)."""
+    if value == MARKET:
+        return "market"
     if value is None:
         return "= senior tenor" if key == "mezz_tenor" else "–"
     if isinstance(value, bool):
@@ -220,6 +224,11 @@ class PermutationsDashboard:
                                        layout=widgets.Layout(width="420px"))
         self.preset_text = widgets.HTML()
         self.preset.observe(self._on_preset, names="value")
+        self.ruleset = widgets.Dropdown(options=ruleset_options(ctx), value="", description="Ruleset",
+                                        layout=widgets.Layout(width="420px"),
+                                        tooltip="v2 prices every note (\"market\" coupons); the canary chooses "
+                                                "when no ruleset is named")
+        self.ruleset.observe(self._on_change, names="value")
         self.cardinality = widgets.HTML()
         self.guardrail = Notice()
         self.sample_on = widgets.Checkbox(value=False, description="Evaluate a random sample of", indent=False,
@@ -262,6 +271,7 @@ class PermutationsDashboard:
                             layout=widgets.Layout(width="340px", margin="0 0 0 24px"))
         left = widgets.VBox([widgets.HTML(f'<span class="p1-muted">{who}</span>'),
                              widgets.HBox([self.preset], layout=widgets.Layout(margin="6px 0 0 0")),
+                             widgets.HBox([self.ruleset]),
                              self.preset_text, heading("Range keys", 3),
                              widgets.HTML('<span class="p1-muted">A list (10, 12, 15) or min / max / step; '
                                           "rates as decimals or with % (4%). Empty keys take the default shown. "
@@ -269,6 +279,8 @@ class PermutationsDashboard:
         return page("Permutations", self.ctx.user, self.notice, widgets.HBox([left, side]))
 
     def _restore(self, ws: Mapping[str, Any]) -> None:
+        if ws.get("ruleset") in [v for _label, v in self.ruleset.options]:
+            self.ruleset.value = ws["ruleset"]
         ranges = ws.get("ranges")
         if isinstance(ranges, dict):
             self.fill(ranges)
@@ -309,6 +321,9 @@ class PermutationsDashboard:
             return
         self._describe_preset()
         if change["new"]:
+            written_for = self.presets[change["new"]].get("ruleset")
+            if written_for and written_for in [v for _label, v in self.ruleset.options]:
+                self.ruleset.value = written_for  # a market-coupon preset is a v2 preset
             self.fill(preset_ranges(change["new"]))
 
     def _describe_preset(self) -> None:
@@ -331,7 +346,7 @@ class PermutationsDashboard:
         try:
             if local:
                 raise InputError([], "ranges")
-            self.grid = parse_ranges(request, self.project)
+            self.grid = parse_ranges(request, self.project, self.chosen_ruleset())
         except InputError as error:
             for e in error.errors:
                 self.errors.setdefault(ALIASES.get(e.field, e.field), e.message)
@@ -340,6 +355,11 @@ class PermutationsDashboard:
             editor.show(self.errors.get(key), values)
         self._show_cardinality()
         return self.grid
+
+    def chosen_ruleset(self) -> Ruleset:
+        """The ruleset the ranges are checked under: the one chosen, else the stable one (the canary may still
+        send the run to its candidate)."""
+        return service.ruleset_named(self.ctx.store, self.ruleset.value or None)
 
     def _show_cardinality(self) -> None:
         limit = max_permutations()
@@ -377,19 +397,33 @@ class PermutationsDashboard:
             return False
         sample = self.sample()
         try:
-            summary = service.cardinality(self.ctx.store, request, self.project)
+            summary = service.cardinality(self.ctx.store, request, self.project, self.ruleset.value or None)
             check_guardrail(summary["cardinality"], sample)
         except Phase1Error as error:
             self.notice.failure("use these ranges", error)
             return False
         preset = self.preset.value or None
-        if preset and parse_ranges(preset_ranges(preset), self.project).to_dict() != self.grid.to_dict():
+        if preset and parse_ranges(preset_ranges(preset), self.project,
+                                   self.chosen_ruleset()).to_dict() != self.grid.to_dict():
             preset = None  # edited after picking: custom ranges
-        self.ctx.workspace.update(ranges=request, preset=preset, sample=sample)
+        self.ctx.workspace.update(ranges=request, preset=preset, sample=sample, ruleset=self.ruleset.value or None)
         what = f"preset {preset}" if preset else "custom ranges"
         count = sample or summary["cardinality"]
         self.notice.ok(f"Ranges saved ({what}, {count:,} permutations to evaluate): open Run to start.")
         return True
+
+
+def ruleset_options(ctx: AppContext) -> list[tuple[str, str]]:
+    """The ruleset choices: the canary's decision (no ruleset named), each shipped ruleset, each candidate."""
+    listed = ops.list_rulesets(ctx.store)
+    options = [("as the canary decides", "")]
+    for version in available_versions():
+        rs = load_ruleset(version)
+        options.append((f"{version}{' (market-priced notes)' if rs.priced else ' (stable)' if version == 'v1' else ''}",
+                        version))
+    options += [(f"{r['version']} (candidate)", r["version"]) for r in listed["registered"]
+                if r["version"] not in available_versions()]
+    return options
 
 
 def permutations_dashboard(ctx: AppContext | None = None) -> widgets.Widget:

@@ -18,9 +18,13 @@ import ipywidgets as widgets
 from .. import service
 from ..errors import Phase1Error
 from ..project import COUNTRY_CURRENCY, SPECS, Derived, Project, derive, field_spec, validate_project
+from ..ruleset import load_ruleset
 from .components import DownloadLink, Notice, heading, kv_table, page
 from .context import AppContext, examples_dir
 from .format import esc, field_value, money, number, pct, ratio
+
+#: The priced ruleset whose lending value the preview shows beside v1's figures.
+PRICED_PREVIEW = "v2"
 
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Site and lease", ("title", "country", "currency", "gross_it_load_mw", "pue", "lease_years",
@@ -32,12 +36,15 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Fees and wrap", ("arranger_fee_pct", "legal_fee_pct", "rating_fee_pct", "admin_bps", "wrap_premium_bps",
                        "wrap_dscr_relief")),
     ("Mezzanine and sidecar", ("mezz_coupon", "mezz_dscr", "mezz_tenor", "mezz_amort", "sidecar_haircut_pct")),
+    ("Pricing and lending value (ruleset v2)", ("cap_rate", "benchmark_curve")),
 )
 #: What an empty optional field means, shown as its placeholder.
 DERIVED_DEFAULTS = {"capex_market_per_mw": "= capex cost per MW", "zcis_rate": "= base CPI",
                     "mezz_tenor": "= senior tenor", "closing_date": "run date",
-                    "gross_monthly_rent": "or rent per kWh", "rent_per_kwh_month": "or monthly rent"}
-UNIT_TEXT = {"rate": "rate (0.02 = 2%)", "ratio": "", "text": "", "ISO date": "YYYY-MM-DD", "MW": "MW"}
+                    "gross_monthly_rent": "or rent per kWh", "rent_per_kwh_month": "or monthly rent",
+                    "cap_rate": "ruleset's, by country", "benchmark_curve": "ruleset's, by currency"}
+UNIT_TEXT = {"rate": "rate (0.02 = 2%)", "ratio": "", "text": "", "ISO date": "YYYY-MM-DD", "MW": "MW",
+             "[years, rate] points": "years: rate, ..."}
 #: Fields whose typed value already reads as it should (no formatted echo beside them).
 NO_ECHO = frozenset({"pue", "gross_it_load_mw"})
 PERIOD_NAMES = {1: "annual", 2: "semi-annual", 4: "quarterly", 12: "monthly"}
@@ -59,6 +66,30 @@ def parse_number_text(text: str, unit: str) -> Any:
         return text
     return int(value) if value.is_integer() and scale == 1.0 and "." not in cleaned and "e" not in cleaned.lower() \
         else value
+
+
+def parse_curve_text(text: str) -> Any:
+    """A typed benchmark curve: "1: 4%, 5: 3.75%, 10: 0.039" (or JSON [[1, 0.04], ...]) as [[years, rate], ...].
+
+    Text that does not read as points is returned as typed, so the library names the rule it breaks.
+    """
+    if text.lstrip().startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    points = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        tenor, sep, rate = part.partition(":")
+        if not sep:
+            return text
+        points.append([parse_number_text(tenor.strip(), "years"), parse_number_text(rate.strip(), "rate")])
+    return points
+
+
+def curve_text(points: Any) -> str:
+    """A benchmark curve as the form shows it: "1: 0.04, 5: 0.0375"."""
+    return ", ".join(f"{t:g}: {r:g}" for t, r in points)
 
 
 def number_text(value: Any, unit: str) -> str:
@@ -121,6 +152,8 @@ class FieldRow:
             return _EMPTY
         if self.spec["kind"] in ("number", "integer"):
             return parse_number_text(text, self.spec["unit"])
+        if self.spec["kind"] == "curve":
+            return parse_curve_text(text)
         return text
 
     def set(self, value: Any) -> None:
@@ -130,6 +163,8 @@ class FieldRow:
             self.input.value = value if value in allowed else self.spec["default"]
         elif self.spec["kind"] in ("number", "integer"):
             self.input.value = number_text(value, self.spec["unit"])
+        elif self.spec["kind"] == "curve":
+            self.input.value = "" if value is None else curve_text(value)
         else:
             self.input.value = "" if value is None else str(value)
 
@@ -141,7 +176,7 @@ class FieldRow:
             self.message.value = f'<span class="p1-msg p1-msg-error">{esc(error)}</span>'
             return
         raw = self.raw()
-        plain = raw is _EMPTY or isinstance(raw, str) or self.name in NO_ECHO
+        plain = raw is _EMPTY or isinstance(raw, str | list) or self.name in NO_ECHO
         echo = "" if plain else field_value(raw, self.spec["unit"], currency)
         self.message.value = f'<span class="p1-msg p1-muted">{esc(echo)}</span>' if echo else ""
 
@@ -189,6 +224,19 @@ def derived_rows(project: Project, d: Derived) -> list[tuple[str, str]]:
         ("ZCIS locked rate", pct(d.locked_rate)),
         ("Repo jurisdiction", esc(repo)),
         ("Periods", f"{d.n_periods} ({PERIOD_NAMES.get(project.periods_per_year, '')})"),
+        *priced_rows(project),
+    ]
+
+
+def priced_rows(project: Project) -> list[tuple[str, str]]:
+    """Section 11.2 under the shipped v2: the lending value and the LTV limit the v2 senior is sized against."""
+    d = derive(project, load_ruleset(PRICED_PREVIEW))
+    ccy = project.currency
+    assert d.lending_value is not None and d.ltv_limit is not None and d.cap_rate is not None
+    return [
+        ("Income value (v2)", f"{money(d.income_value or 0.0, ccy)} (NOI / cap rate {pct(d.cap_rate)})"),
+        ("Lending value (v2)", f"<b>{money(d.lending_value, ccy)}</b> (lower of market and income value)"),
+        ("LTV limit (v2)", f"{money(d.ltv_limit, ccy)} ({pct(d.max_ltv or 0.0, 0)} of lending value)"),
     ]
 
 

@@ -112,9 +112,11 @@ class RunDashboard:
         rows = [("Project", esc(project.title) if project else "–")]
         if ranges is not None:
             try:
-                card = parse_ranges(ranges, project).cardinality
+                ruleset = service.ruleset_named(self.ctx.store, ws.get("ruleset"))
+                card = parse_ranges(ranges, project, ruleset).cardinality
                 what = f"preset {ws['preset']}" if ws.get("preset") else "custom ranges"
                 rows.append(("Ranges", f"{esc(what)} · {card:,} permutations"))
+                rows.append(("Ruleset", esc(ws.get("ruleset") or "as the canary decides")))
                 if sample:
                     rows.append(("Sample", f"{sample:,} drawn at random"))
             except Phase1Error as error:
@@ -177,7 +179,8 @@ class RunDashboard:
         try:
             result = service.execute_run(self.ctx.store, project, ranges, seed=seed, topn=topn, sample=sample,
                                          workers=self.workers, progress=self._on_progress, cancel=self._cancel,
-                                         home=self.ctx.home)
+                                         home=self.ctx.home, ruleset=self.ctx.workspace.get().get("ruleset"),
+                                         actor=self.ctx.user)
         except RunCancelled:
             self.progress.bar_style = "warning"
             self.notice.warn(f"Run cancelled after {seconds(time.perf_counter() - started)}; nothing was saved.")

@@ -15,6 +15,7 @@ import polars as pl
 from .. import ops, service
 from ..engine import RunResult, schedule
 from ..errors import Phase1Error
+from ..pricing import MARKET
 from ..project import Project, derive, parse_project
 from ..runs import load_run, scan_runs
 from . import charts
@@ -59,6 +60,18 @@ def hedge_text(r: Mapping[str, Any]) -> str:
     return f"{mode} · {zcis}y" if zcis else f"{mode} · no hedge"
 
 
+def coupon_used(r: Mapping[str, Any]) -> Any:
+    """The coupon a row pays: the number used (v2 KPI senior_coupon), else the structure's coupon (v1)."""
+    used = _k(r, "senior_coupon")
+    return used if used is not None else _s(r, "senior_coupon")
+
+
+def coupon_text(r: Mapping[str, Any]) -> str:
+    """'6.00% mkt' for a market-priced note, '5.50%' for an offered coupon (v2 shows the market beside it)."""
+    text = pct(coupon_used(r))
+    return f"{text} mkt" if _s(r, "senior_coupon") == MARKET else text
+
+
 def top_columns(currency: str) -> list[Column]:
     """The Top-N table's columns: tier, value, terms, then the KPIs that qualify a structure (fits 1,280 px)."""
     def m(name: str, label: str) -> Column:
@@ -75,7 +88,7 @@ def top_columns(currency: str) -> list[Column]:
         m("day_one_value", "Day-one value"),
         m("senior_amount", "Senior"),
         num("senior_tenor", "Tenor", years, "64px", structure=True),
-        num("senior_coupon", "Coupon", pct, "68px", structure=True),
+        Column("senior_coupon", "Coupon", lambda r: esc(coupon_text(r)), coupon_used, "80px"),
         num("senior_dscr", "DSCR tgt", ratio, "76px", structure=True),
         num("min_dscr", "Min DSCR", ratio, "80px"),
         Column("profile", "Profile", lambda r: esc(profile_text(r)), profile_text, "118px", "left"),
@@ -91,10 +104,16 @@ def top_columns(currency: str) -> list[Column]:
     ]
 
 
-def terms_rows(structure: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The structure's terms as label / value pairs."""
-    s = structure
-    rows = [("Senior tenor", years(s["senior_tenor"])), ("Senior coupon", pct(s["senior_coupon"])),
+def terms_rows(structure: Mapping[str, Any], kpis: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+    """The structure's terms as label / value pairs (v2: the market coupon beside the offered one)."""
+    s, k = structure, kpis or {}
+    if s["senior_coupon"] == MARKET:
+        coupon = f"market: {pct(k.get('senior_coupon'))}"
+    elif k.get("market_coupon") is not None:
+        coupon = f"{pct(s['senior_coupon'])} offered (market {pct(k['market_coupon'])})"
+    else:
+        coupon = pct(s["senior_coupon"])
+    rows = [("Senior tenor", years(s["senior_tenor"])), ("Senior coupon", esc(coupon)),
             ("DSCR target", ratio(s["senior_dscr"])), ("Amortisation", esc(s["senior_amort"])),
             ("Indexation", esc(s["indexation_mode"])),
             ("ZCIS tenor", "no hedge" if not s["zcis_tenor_years"] else years(s["zcis_tenor_years"])),
@@ -132,7 +151,8 @@ def gates_html(k: Mapping[str, Any]) -> str:
         if not fails:
             parts.append(f'<div><span class="p1-msg-ok">✓</span> {esc(name)}: passed</div>')
         else:
-            items = "".join(f"<li>{esc(f['check'])}: {esc(f['value'])} vs {esc(f['threshold'])}</li>" for f in fails)
+            items = "".join(f"<li>{esc(f['check'])}: {esc(f['value'])} vs {esc(f['threshold'])}"
+                            f"{' · ' + esc(f['hint']) if f.get('hint') else ''}</li>" for f in fails)
             parts.append(f'<div><span class="p1-msg-error">✗</span> {esc(name)}: {len(fails)} failed<ul>{items}</ul>'
                          "</div>")
     if k.get("hint"):
@@ -157,6 +177,28 @@ def stress_html(k: Mapping[str, Any]) -> str:
     rows = [[esc(STRESS_LABELS.get(name, name)), cell(v)] + ([cell(total.get(name))] if total else [])
             for name, v in stress.items()]
     return grid_table(header, rows)
+
+
+def lending_rows(project: Project, ruleset: Any, k: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Section 11.2 under a priced ruleset: lending value and the LTV limit; [] under v1."""
+    if not ruleset.priced:
+        return []
+    d = derive(project, ruleset)
+    ccy = project.currency
+    return [("Market coupon", pct(k.get("market_coupon"), 3)),
+            ("Income value", f"{money(d.income_value, ccy)} (NOI / {pct(d.cap_rate)})"),
+            ("Lending value", f"<b>{money(d.lending_value, ccy)}</b>"),
+            ("LTV limit", f"{money(d.ltv_limit, ccy)} ({pct(d.max_ltv, 0)})")]
+
+
+def breakeven_rows(k: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Section 11.3: how far rent, opex and CPI can move before the min senior DSCR falls to 1.00x."""
+    cpi = k.get("breakeven_cpi")
+    cpi_text = "fails at base CPI" if cpi is None and k.get("senior_amount") else pct(cpi)
+    if k.get("breakeven_cpi_capped"):
+        cpi_text = f"≥ {cpi_text} (end of the grid)"
+    return [("Rent cut", pct(k.get("breakeven_rent_cut"), 1)), ("Opex rise", pct(k.get("breakeven_opex_rise"), 1)),
+            ("CPI level", esc(cpi_text))]
 
 
 def monte_carlo_rows(k: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -184,6 +226,11 @@ class SecuritisationDashboard:
         self.detail_title = widgets.HTML()
         self.terms, self.kpis, self.gates = widgets.HTML(), widgets.HTML(), widgets.HTML()
         self.stress, self.monte_carlo = widgets.HTML(), widgets.HTML()
+        self.lending, self.breakevens = widgets.HTML(), widgets.HTML()
+        self.breakeven_box = widgets.VBox([heading("Breakevens (min DSCR 1.00x)", 3), self.breakevens],
+                                          layout=widgets.Layout(display="none"))
+        self.lending_box = widgets.VBox([heading("Pricing and lending value", 3), self.lending],
+                                        layout=widgets.Layout(display="none"))
         self.download_button = widgets.Button(description="Download term sheet", icon="download",
                                               button_style="primary", disabled=True,
                                               layout=widgets.Layout(width="200px"))
@@ -196,8 +243,8 @@ class SecuritisationDashboard:
     def _layout(self) -> widgets.Widget:
         detail = widgets.HBox([
             widgets.VBox([heading("Terms", 3), self.terms, heading("Monte Carlo (1,000 CPI paths)", 3),
-                          self.monte_carlo], layout=widgets.Layout(width="260px")),
-            widgets.VBox([heading("KPIs", 3), self.kpis], layout=widgets.Layout(width="330px")),
+                          self.monte_carlo, self.breakeven_box], layout=widgets.Layout(width="260px")),
+            widgets.VBox([heading("KPIs", 3), self.kpis, self.lending_box], layout=widgets.Layout(width="330px")),
             widgets.VBox([heading("Gates and repo", 3), self.gates, heading("Stress grid", 3), self.stress],
                          layout=widgets.Layout(width="420px"))])
         actions = widgets.HBox([self.download_button, self.download_link],
@@ -250,7 +297,7 @@ class SecuritisationDashboard:
 
     def _clear_detail(self, message: str) -> None:
         self.selected = None
-        for w in (self.terms, self.kpis, self.gates, self.stress, self.monte_carlo):
+        for w in (self.terms, self.kpis, self.gates, self.stress, self.monte_carlo, self.lending, self.breakevens):
             w.value = ""
         for c in (self.dscr_chart, self.balance_chart, self.stack):
             c.clear()
@@ -277,8 +324,14 @@ class SecuritisationDashboard:
         self.detail_title.value = (f'<div class="p1-h2">Rank {row["rank"]} · {tier_badge(k["tier"])} · '
                                    f'<code>{esc(row["permutation_id"])}</code> · day-one value '
                                    f'{money(k["day_one_value"], ccy)}</div>')
-        self.terms.value = kv_table(terms_rows(row["structure"]))
+        self.terms.value = kv_table(terms_rows(row["structure"], k))
         self.kpis.value = kv_table(kpi_rows(k, ccy))
+        priced = "breakeven_rent_cut" in k
+        lending = lending_rows(self.project, self._ruleset(), k) if priced else []
+        self.lending.value = kv_table(lending) if lending else ""
+        self.breakevens.value = kv_table(breakeven_rows(k)) if priced else ""
+        self.lending_box.layout.display = "flex" if lending else "none"
+        self.breakeven_box.layout.display = "flex" if priced else "none"
         self.gates.value = gates_html(k)
         self.stress.value = stress_html(k)
         self.monte_carlo.value = kv_table(monte_carlo_rows(k))
