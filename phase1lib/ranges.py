@@ -157,10 +157,10 @@ def count_cardinality(request: Any, limit: int | None = None) -> int | None:
     for spec in KEY_SPECS:
         if spec.name in counts:
             sizes[spec.name] = int(counts[spec.name])
-        elif spec.name in given or spec.default is None:
-            return None  # given but malformed, or required and missing
+        elif spec.name in given:
+            return None  # given but malformed
         else:
-            sizes[spec.name] = 1
+            sizes[spec.name] = 1  # its default (one value), or required and missing (parse_ranges says so)
     mezz_on = request.get("mezz_on", [False])
     mezz_on = mezz_on if isinstance(mezz_on, list) else [mezz_on]
     if not all(isinstance(v, bool) for v in mezz_on):
