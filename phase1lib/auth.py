@@ -223,7 +223,18 @@ def validate_password(password: Any) -> list[FieldError]:
         return [FieldError("password", f"must be at least {PASSWORD_MIN} characters (got {len(password)})")]
     if len(password) > PASSWORD_MAX:
         return [FieldError("password", f"must be at most {PASSWORD_MAX} characters (got {len(password)})")]
+    if not _utf8_encodable(password):
+        return [FieldError("password", "must be valid Unicode text (it holds a lone surrogate)")]
     return []
+
+
+def _utf8_encodable(text: str) -> bool:
+    """False for text holding a lone surrogate (argon2 hashes the UTF-8 bytes, which such text has not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _enrolment(username: str, secret: str) -> dict[str, str]:
@@ -352,7 +363,8 @@ class Auth:
 
     def _verify_password(self, user: dict[str, Any] | None, password: Any) -> bool:
         """argon2 check; an unknown user is checked against a dummy hash so timing does not tell."""
-        if not isinstance(password, str) or not password or len(password) > PASSWORD_MAX:
+        if not isinstance(password, str) or not password or len(password) > PASSWORD_MAX \
+                or not _utf8_encodable(password):
             return False
         if user is None:
             if self._dummy_hash is None:

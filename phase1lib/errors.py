@@ -66,6 +66,25 @@ class GuardrailError(Phase1Error):
         return out
 
 
+class ValueLimitError(GuardrailError):
+    """Range keys with more values than one key may hold (HTTP 413): refused before any value is built.
+
+    ``errors`` name each key with its count and the limit (the guardrail: a key with more values than the
+    whole grid may hold could never be evaluated in full).
+    """
+
+    def __init__(self, errors: list[FieldError], limit: int):
+        self.errors = list(errors)
+        self.limit = limit
+        self.cardinality = None
+        detail = "; ".join(f"{e.field}: {e.message}" for e in self.errors)
+        Phase1Error.__init__(self, f"too many values: {detail}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.kind, "message": str(self), "errors": [e.to_dict() for e in self.errors],
+                "max_values_per_key": self.limit}
+
+
 class NotFoundError(Phase1Error):
     """A run, rank, preset or job that does not exist (HTTP 404)."""
 

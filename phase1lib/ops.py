@@ -11,8 +11,10 @@ import base64
 import hashlib
 import json
 import math
+import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -33,6 +35,7 @@ from .ruleset import (
     ruleset_from_bytes,
 )
 from .store import KEEP, NS_META, NS_RULESETS, STREAM_AUDIT, STREAM_CANARY, Store, Write, audit_entry
+from .text import safe_display, text_problem
 
 # ---- feature flags --------------------------------------------------------------------------------------
 
@@ -89,44 +92,48 @@ def resolve_seed(store: Store, seed: int | None) -> int:
     return DEFAULT_SEED if flag(store, "deterministic_seed") else secrets.randbelow(2**31 - 1) + 1
 
 
-def _check_flag_update(version: Any, changes: Any) -> list[FieldError]:
+def _check_flag_update(version: Any, changes: Any, prefix: str = "changes.") -> list[FieldError]:
     errors = []
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
         errors.append(FieldError("version", f"must be a non-negative integer, the version you read "
                                             f"(got {version!r})"))
     if not isinstance(changes, Mapping) or not changes:
-        errors.append(FieldError("changes", "must be a non-empty object of flag name -> true/false"))
+        errors.append(FieldError(prefix.rstrip(".") or "body", "must be a non-empty object of flag name -> true/false"))
         return errors
     for name, value in changes.items():
         if not isinstance(name, str) or not FLAG_NAME_RE.fullmatch(name):
-            errors.append(FieldError(f"changes.{str(name)[:64]}",
+            errors.append(FieldError(f"{prefix}{safe_display(name)[:64]}",
                                      "malformed flag name: lower-case letters, digits and _ only"))
         elif name not in FLAGS:
-            errors.append(FieldError(f"changes.{name}", f"unknown flag; known: {', '.join(FLAGS)}"))
+            errors.append(FieldError(f"{prefix}{name}", f"unknown flag; known: {', '.join(FLAGS)}"))
         elif not isinstance(value, bool):
-            errors.append(FieldError(f"changes.{name}", f"must be true or false (got {value!r})"))
+            shown = safe_display(repr(value))[:80]
+            errors.append(FieldError(f"{prefix}{name}", f"must be true or false (got {shown})"))
     return errors
 
 
-def update_flags(store: Store, version: int, changes: Mapping[str, bool], actor: str,
-                 request_id: str | None = None) -> dict[str, Any]:
-    """Apply {name: bool} changes if ``version`` is current (else ConflictError, 409); returns get_flags().
+def update_flags(store: Store, version: int | None, changes: Mapping[str, bool], actor: str,
+                 request_id: str | None = None, field_prefix: str = "changes.") -> dict[str, Any]:
+    """Apply {name: bool} changes; returns get_flags(). The version goes up by one per accepted update; each
+    changed flag is one audit entry.
 
-    The version goes up by one per accepted update; each changed flag is one audit entry.
+    ``version``: the version read, for optimistic concurrency (a stale one is a ConflictError, 409); None
+    applies the changes to whatever is current (last writer wins: the operations guide's body).
     """
-    errors = _check_flag_update(version, changes)
+    errors = _check_flag_update(version, changes, field_prefix)
     if errors:
         raise InputError(errors, "flag update")
     now = store.now()
 
     def fn(doc: dict[str, Any] | None) -> Write:
         doc = doc or {"version": 0, "flags": {}}
-        if doc["version"] != version:
+        if version is not None and doc["version"] != version:
             raise ConflictError(f"flags are at version {doc['version']}, not {version}: read them again and "
                                 f"retry", current_version=doc["version"])
-        new_version = version + 1
+        new_version = doc["version"] + 1
         appends = [(STREAM_AUDIT, audit_entry("flags.update", actor, request_id, now, target=name,
-                                              old=_effective(doc, name), new=value, version=new_version))
+                                              old=_effective(doc, name), new=value, version=new_version,
+                                              expected_version=version))
                    for name, value in changes.items()]
         doc["flags"].update(changes)
         doc.update(version=new_version, updated_at=now, updated_by=actor)
@@ -241,6 +248,9 @@ def validate_candidate(raw: bytes) -> Ruleset:
         errors.append(FieldError("version", f"{version} is a shipped ruleset: register it by name "
                                             f"(phase1 ops ruleset register {version}); a changed copy needs a new "
                                             "version"))
+    description = data.get("description")
+    if "description" in data and (problem := text_problem(description, max_len=500)) is not None:
+        errors.append(FieldError("description", problem))
     shape = load_ruleset(PRICED_SHAPE if "benchmark_curves" in data else STABLE_VERSION).data
     _structure_errors(shape, data, "", errors)
     if errors:
@@ -330,6 +340,8 @@ def _check_canary_args(percentage: Any, reason: Any, name: str = "percentage") -
         errors.append(FieldError("reason", "must be a non-empty text saying why"))
     elif len(reason) > 500:
         errors.append(FieldError("reason", f"must be at most 500 characters (got {len(reason)})"))
+    elif (problem := text_problem(reason, max_len=500)) is not None:
+        errors.append(FieldError("reason", problem))
     return errors
 
 
@@ -420,10 +432,15 @@ THRESHOLDS = {"error_rate_max": 0.001, "success_rate_min": 0.999, "p95_runs_1_10
               "memory_drift_ratio": 1.2}
 RUN_BAND = (1, 10_000)
 DRIFT_WINDOW = 10
+#: A process's first samples are its warm-up (imports, the first dashboard renders, the first run and export):
+#: memory drift is measured against the mean of the DRIFT_WINDOW samples that follow them.
+WARMUP_SAMPLES = 50
 #: Runs listed in status/full with the ruleset each used.
 RECENT_RUNS = 20
 #: When this module was imported: the start of this process for uptime.
 PROCESS_STARTED_AT = time.time()
+#: This process in metric samples (memory is a per-process figure; several processes share one store).
+PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{PROCESS_STARTED_AT:.3f}"
 
 
 def current_rss_bytes() -> int:
@@ -441,8 +458,10 @@ def current_rss_bytes() -> int:
 
 
 def record_metric(store: Store, kind: str, duration_s: float, ok: bool, permutations: int | None = None,
-                  rss_bytes: int | None = None) -> dict[str, Any]:
-    """Record one run or request: duration, success, permutations (runs) and this process's RSS."""
+                  rss_bytes: int | None = None, refused: bool = False) -> dict[str, Any]:
+    """Record one run or request: duration, ``ok`` (False only for a server fault: a 5xx answer, a crashed
+    run), ``refused`` (a request answered 4xx: the client's input, not a fault), permutations (runs), and
+    this process's RSS and id."""
     errors = []
     if kind not in METRIC_KINDS:
         errors.append(FieldError("kind", f"must be run or request (got {kind!r})"))
@@ -457,7 +476,8 @@ def record_metric(store: Store, kind: str, duration_s: float, ok: bool, permutat
     if errors:
         raise InputError(errors, "metric")
     sample = {"kind": kind, "duration_s": float(duration_s), "ok": ok, "permutations": permutations,
-              "rss_bytes": int(current_rss_bytes() if rss_bytes is None else rss_bytes), "at": store.now()}
+              "rss_bytes": int(current_rss_bytes() if rss_bytes is None else rss_bytes), "at": store.now(),
+              "refused": bool(refused), "process": PROCESS_ID}
     store.add_metric(sample)
     return sample
 
@@ -472,30 +492,52 @@ def _latency(values: list[float]) -> dict[str, Any]:
 
 
 def memory_summary(rss: list[int]) -> dict[str, Any]:
-    """Peak RSS and drift: mean of the last 10 samples > 1.2 x mean of the first 10 (needs 20 samples)."""
+    """Peak RSS and drift of one process's samples, oldest first: the first WARMUP_SAMPLES are warm-up; the
+    baseline is the mean of the next DRIFT_WINDOW; drift when the mean of the last DRIFT_WINDOW exceeds 1.2 x
+    the baseline. Unknown (None) before WARMUP_SAMPLES + 2 x DRIFT_WINDOW samples."""
     out: dict[str, Any] = {"samples": len(rss), "peak_rss_bytes": max(rss) if rss else None,
-                           "first10_mean_bytes": None, "last10_mean_bytes": None, "drift_ratio": None,
-                           "drift": None}
-    if len(rss) >= 2 * DRIFT_WINDOW:
-        first = float(np.mean(rss[:DRIFT_WINDOW]))
+                           "warmup_samples": WARMUP_SAMPLES, "baseline_mean_bytes": None, "last10_mean_bytes": None,
+                           "drift_ratio": None, "drift": None}
+    if len(rss) >= WARMUP_SAMPLES + 2 * DRIFT_WINDOW:
+        baseline = float(np.mean(rss[WARMUP_SAMPLES:WARMUP_SAMPLES + DRIFT_WINDOW]))
         last = float(np.mean(rss[-DRIFT_WINDOW:]))
-        ratio = last / first if first > 0 else None
-        out.update(first10_mean_bytes=first, last10_mean_bytes=last, drift_ratio=ratio,
-                   drift=bool(last > THRESHOLDS["memory_drift_ratio"] * first))
+        ratio = last / baseline if baseline > 0 else None
+        out.update(baseline_mean_bytes=baseline, last10_mean_bytes=last, drift_ratio=ratio,
+                   drift=bool(last > THRESHOLDS["memory_drift_ratio"] * baseline))
     return out
 
 
-def metrics_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts, error and success rates, latency percentiles (all; runs of 1-10k permutations), memory."""
+def _memory_process(samples: list[dict[str, Any]], process: str | None) -> str | None:
+    """The process whose memory is reported: the given one, else the server (the newest request sample's)."""
+    if process is not None:
+        return process
+    for sample in reversed(samples):
+        if sample["kind"] == "request":
+            return sample.get("process")
+    return samples[-1].get("process") if samples else None
+
+
+def metrics_summary(samples: list[dict[str, Any]], process: str | None = None) -> dict[str, Any]:
+    """Counts, error and success rates, latency percentiles (all; runs of 1-10k permutations), memory.
+
+    failures = server faults only (``ok`` false: 5xx answers, crashed runs); refused = requests answered 4xx.
+    error_rate = failures / samples; success_rate = completed runs / runs (refused inputs are no runs).
+    Memory is one process's (``process``, default the server's: see :func:`_memory_process`).
+    """
     n = len(samples)
     failures = sum(1 for s in samples if not s["ok"])
-    band = [s["duration_s"] for s in samples if s["kind"] == "run" and s.get("permutations") is not None
+    runs = [s for s in samples if s["kind"] == "run"]
+    band = [s["duration_s"] for s in runs if s.get("permutations") is not None
             and RUN_BAND[0] <= s["permutations"] <= RUN_BAND[1]]
-    return {"samples": n, "runs": sum(1 for s in samples if s["kind"] == "run"),
-            "requests": sum(1 for s in samples if s["kind"] == "request"), "failures": failures,
-            "error_rate": failures / n if n else None, "success_rate": (n - failures) / n if n else None,
+    proc = _memory_process(samples, process)
+    rss = [int(s["rss_bytes"]) for s in samples if s.get("process") == proc]
+    return {"samples": n, "runs": len(runs), "requests": n - len(runs), "failures": failures,
+            "run_failures": sum(1 for s in runs if not s["ok"]),
+            "refused": sum(1 for s in samples if s.get("refused")),
+            "error_rate": failures / n if n else None,
+            "success_rate": sum(1 for s in runs if s["ok"]) / len(runs) if runs else None,
             "latency": _latency([s["duration_s"] for s in samples]), "latency_runs_1_10k": _latency(band),
-            "memory": memory_summary([int(s["rss_bytes"]) for s in samples])}
+            "memory": {**memory_summary(rss), "process": proc}}
 
 
 def _check(name: str, value: Any, ok: bool | None, rule: str, missing: str) -> dict[str, Any]:
@@ -516,22 +558,24 @@ def go_no_go(metrics: dict[str, Any]) -> dict[str, Any]:
                "no runs of 1-10k permutations yet: p95 unknown" if p95 is None
                else f"p95 latency of 1-10k permutation runs {p95:.3g} s is not below 5 s"),
         _check("memory_drift", drift, None if drift is None else not drift,
-               "last 10 RSS mean <= 1.2 x first 10",
-               f"fewer than {2 * DRIFT_WINDOW} samples: memory drift unknown" if drift is None
-               else f"memory drift: last 10 RSS mean is {metrics['memory']['drift_ratio']:.3g} x first 10"),
+               f"last 10 RSS mean <= 1.2 x the baseline after {WARMUP_SAMPLES} warm-up samples",
+               f"memory drift unknown: the server process has {metrics['memory']['samples']} of the "
+               f"{WARMUP_SAMPLES + 2 * DRIFT_WINDOW} samples needed ({WARMUP_SAMPLES} warm-up)" if drift is None
+               else f"memory drift: last 10 RSS mean is {metrics['memory']['drift_ratio']:.3g} x the baseline"),
         _check("success_rate", succ, None if succ is None else succ > t["success_rate_min"], "> 99.9 %",
-               "no samples yet: success rate unknown" if succ is None
+               "no runs yet: success rate unknown" if succ is None
                else f"success rate {succ * 100:.4g} % is not above 99.9 %"),
     ]
     reasons = [c["reason"] for c in checks if not c["ok"]]
     return {"decision": "GO" if not reasons else "NO-GO", "reasons": reasons, "checks": checks}
 
 
-def status_full(store: Store, started_at: float | None = None) -> dict[str, Any]:
-    """The operator's view: GO/NO-GO with reasons, canary, flags, rulesets, metrics, memory, uptime."""
+def status_full(store: Store, started_at: float | None = None, process: str | None = None) -> dict[str, Any]:
+    """The operator's view: GO/NO-GO with reasons, canary, flags, rulesets, metrics, memory, uptime, and the
+    health detail that the public health route no longer shows."""
     now = store.now()
     started = PROCESS_STARTED_AT if started_at is None else started_at
-    metrics = metrics_summary(store.list_metrics())
+    metrics = metrics_summary(store.list_metrics(), process)
     verdict = go_no_go(metrics)
     recent = [{k: r.get(k) for k in ("run_id", "created_at", "title", "ruleset", "ruleset_sha256", "evaluated")}
               for r in store.list_runs(RECENT_RUNS)]
@@ -540,7 +584,13 @@ def status_full(store: Store, started_at: float | None = None) -> dict[str, Any]
             "rulesets": list_rulesets(store), "recent_runs": recent, "metrics": metrics,
             "uptime_s": max(0.0, now - started),
             "started_at": started, "generated_at": now, "store": store.describe(),
-            "versions": {"phase1lib": __version__, "engine": ENGINE_VERSION}}
+            "versions": {"phase1lib": __version__, "engine": ENGINE_VERSION}, "health": health(store)}
+
+
+def public_health(store: Store) -> dict[str, Any]:
+    """What anyone may see: ``status`` ok or degraded, nothing else (no store location, versions or problems;
+    those are in :func:`status_full`, behind the ops token)."""
+    return {"status": health(store)["status"]}
 
 
 def health(store: Store) -> dict[str, Any]:

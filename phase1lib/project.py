@@ -18,6 +18,7 @@ from typing import Any
 from .errors import FieldError, InputError
 from .fsutil import atomic_write_text
 from .ruleset import Ruleset, curve_errors, load_ruleset
+from .text import text_problem
 
 COUNTRY_CURRENCY = {"UK": "GBP", "EU": "EUR", "US": "USD", "JP": "JPY"}
 CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$", "JPY": "¥"}
@@ -242,7 +243,7 @@ def _check_field(name: str, spec: _Spec, raw: Any) -> tuple[Any, str | None]:
             return None, f"must be text (got {_fmt(raw)})"
         if not 1 <= len(raw) <= 200 or not raw.strip():
             return None, f"must be 1..200 characters, not blank (got {len(raw)})"
-        return raw, None
+        return raw, text_problem(raw, max_len=200)
     if spec.kind == "enum":
         if not isinstance(raw, str) or raw not in spec.choices:
             return None, f"must be one of {', '.join(map(str, spec.choices))} (got {_fmt(raw)})"

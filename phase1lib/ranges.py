@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import FieldError, GuardrailError, InputError
+from .errors import FieldError, GuardrailError, InputError, ValueLimitError
 from .pricing import MARKET
 from .project import AMORTISATIONS, MEZZ_AMORTS, Project, coerce_integer, coerce_number
 from .ruleset import Ruleset
@@ -85,13 +85,98 @@ def max_permutations() -> int:
     return value
 
 
+#: Largest grid that can be sampled: its point indices must fit numpy's int64 (METHODOLOGY section 3 draws
+#: them with Generator.choice); far beyond any guardrail.
+MAX_SAMPLED_CARDINALITY = 2**62
+
+
+def step_count(lo: float, hi: float, step: float) -> float:
+    """How many values {min, max, step} gives, by arithmetic alone: floor((hi - lo) / step + 1e-9) + 1
+    (METHODOLOGY section 3); inf when the quotient overflows (a step of 1e-320)."""
+    quotient = (hi - lo) / step + 1e-9
+    return math.floor(quotient) + 1 if math.isfinite(quotient) else math.inf
+
+
 def expand_step(lo: float, hi: float, step: float) -> list[float]:
     """Values lo + i * step for i = 0 .. floor((hi - lo) / step + 1e-9), each rounded to 10 decimals.
 
-    Index-based, so nothing accumulates: 0.04..0.0625 step 0.0025 is exactly 10 values.
+    Index-based, so nothing accumulates: 0.04..0.0625 step 0.0025 is exactly 10 values. Count first
+    (:func:`step_count`): this builds the list.
     """
-    count = math.floor((hi - lo) / step + 1e-9) + 1
-    return [round(lo + i * step, 10) for i in range(count)]
+    return [round(lo + i * step, 10) for i in range(int(step_count(lo, hi, step)))]
+
+
+def value_count(spec: KeySpec, raw: Any) -> float | None:
+    """How many values a key's spec gives, without building them (a list's length, 1 for a scalar,
+    :func:`step_count` for {min, max, step}); None when the spec is malformed (parsing then names why)."""
+    if isinstance(raw, Mapping):
+        if spec.kind in ("enum", "bool") or set(raw) != {"min", "max", "step"}:
+            return None
+        lo, hi, step = (coerce_number(raw[k]) for k in ("min", "max", "step"))
+        if lo is None or hi is None or step is None or step <= 0 or lo > hi:
+            return None
+        return step_count(lo, hi, step)
+    return len(raw) if isinstance(raw, list) else 1
+
+
+def _count_text(count: float) -> str:
+    return f"{count:,} values" if math.isfinite(count) else "too many values to count"
+
+
+def check_value_counts(request: Mapping[str, Any], limit: int | None = None) -> dict[str, float]:
+    """Count every key's values arithmetically and refuse at once (ValueLimitError, 413) the keys with more
+    than the guardrail allows, naming each key and both numbers; returns {canonical key: count}."""
+    limit = max_permutations() if limit is None else limit
+    counts: dict[str, float] = {}
+    over: list[FieldError] = []
+    for raw_key, raw in request.items():
+        key = ALIASES.get(raw_key) if isinstance(raw_key, str) else None
+        if key is None or key in counts:
+            continue  # unknown or repeated keys: parse_ranges names them
+        count = value_count(SPEC_BY_KEY[key], raw)
+        if count is None:
+            continue
+        counts[key] = count
+        if count > limit:
+            how = "{min, max, step} gives" if isinstance(raw, Mapping) else "the list has"
+            over.append(FieldError(str(raw_key), f"{how} {_count_text(count)}, more than the "
+                                                 f"{limit:,} one key may hold (the guardrail)"))
+    if over:
+        raise ValueLimitError(over, limit)
+    return counts
+
+
+def count_cardinality(request: Any, limit: int | None = None) -> int | None:
+    """The grid's cardinality from the value counts alone (nothing expanded), or None when the request is
+    malformed (parse_ranges then names every problem). Refuses over-limit keys like check_value_counts."""
+    if not isinstance(request, Mapping):
+        return None
+    counts = check_value_counts(request, limit)
+    given = {ALIASES.get(k) for k in request if isinstance(k, str)}
+    sizes: dict[str, int] = {}
+    for spec in KEY_SPECS:
+        if spec.name in counts:
+            sizes[spec.name] = int(counts[spec.name])
+        elif spec.name in given:
+            return None  # given but malformed
+        else:
+            sizes[spec.name] = 1  # its default (one value), or required and missing (parse_ranges says so)
+    mezz_on = request.get("mezz_on", [False])
+    mezz_on = mezz_on if isinstance(mezz_on, list) else [mezz_on]
+    if not all(isinstance(v, bool) for v in mezz_on):
+        return None
+    mezz_size = math.prod(sizes[k] for k in MEZZ_KEYS)
+    blocks = sum((mezz_size if on else 1) * sizes["sidecar_haircut_pct"] for on in mezz_on)
+    return math.prod(sizes[k] for k in OUTER_KEYS) * blocks
+
+
+def precheck_guardrail(request: Any, sample: int | None = None, limit: int | None = None) -> None:
+    """Before a run builds anything: over-limit keys (ValueLimitError), and a grid over the guardrail without a
+    sample (GuardrailError), both from arithmetic counts. A malformed request passes on to parse_ranges."""
+    limit = max_permutations() if limit is None else limit
+    cardinality = count_cardinality(request, limit)
+    if cardinality is not None and sample is None and cardinality > limit:
+        raise GuardrailError(cardinality, limit)
 
 
 def _domain_error(spec: KeySpec, value: Any, project: Project | None, priced: bool = False) -> str | None:
@@ -166,7 +251,7 @@ def _expand_value(spec: KeySpec, raw: Any) -> tuple[list[Any], str | None]:
             return [], f"step must be > 0 (got {step:g})"
         if lo > hi:
             return [], f"min must be <= max (got min {lo:g} > max {hi:g})"
-        if (hi - lo) / step > 10_000_000:
+        if step_count(lo, hi, step) > 10_000_000:  # parse_ranges refuses over-limit keys before: a backstop
             return [], f"{{min, max, step}} gives more than 10,000,000 values (min {lo:g}, max {hi:g}, step {step:g})"
         items: list[Any] = expand_step(lo, hi, step)
     elif isinstance(raw, list):
@@ -181,7 +266,10 @@ def _expand_value(spec: KeySpec, raw: Any) -> tuple[list[Any], str | None]:
         if message:
             return [], message
         values.append(value)
-    if len({json.dumps(v) for v in values}) != len(values):
+    if isinstance(raw, Mapping):  # increasing by construction: equal only once rounded to 10 decimals
+        if len(set(values)) != len(values):
+            return [], f"step {step:g} is finer than the values' 10 decimals: values repeat"
+    elif len({json.dumps(v) for v in values}) != len(values):
         return [], f"values must be distinct (got {json.dumps(values)})"
     return values, None
 
@@ -330,6 +418,7 @@ def parse_ranges(request: Any, project: Project | None = None, ruleset: Ruleset 
     priced = ruleset is not None and ruleset.priced
     if not isinstance(request, Mapping):
         raise InputError([FieldError("ranges", "must be a JSON object of range keys")], "ranges")
+    check_value_counts(request)  # counted arithmetically: an over-limit key is refused before anything is built
     errors: list[FieldError] = []
     given: dict[str, tuple[str, Any]] = {}
     for raw_key, raw in request.items():
@@ -377,6 +466,10 @@ def check_guardrail(cardinality: int, sample: int | None = None, limit: int | No
             raise InputError([FieldError("sample", f"must be a positive integer (got {sample!r})")], "request")
         if sample > limit:
             raise GuardrailError(sample, limit)
+        if cardinality > MAX_SAMPLED_CARDINALITY:
+            raise InputError([FieldError("sample", f"the grid's {cardinality:,} permutations are too many to sample "
+                                                   f"from (at most {MAX_SAMPLED_CARDINALITY:,}); narrow the ranges")],
+                             "request")
         if sample > cardinality:
             raise InputError([FieldError("sample", f"must be at most the cardinality {cardinality:,} "
                                                    f"(got {sample:,})")], "request")

@@ -16,13 +16,14 @@ from typing import Any
 from . import ops
 from .engine import evaluate_structure
 from .engine.runner import DEFAULT_TOPN, RunResult, make_run_id, request_cohort_key, run, run_key
-from .errors import FieldError, InputError, NotFoundError
+from .errors import ConflictError, DisabledError, FieldError, InputError, NotFoundError, Phase1Error
 from .presets import list_presets
 from .project import Project, derive, parse_project
-from .ranges import Grid, cardinality_summary, check_guardrail, parse_ranges
+from .ranges import Grid, cardinality_summary, check_guardrail, parse_ranges, precheck_guardrail
 from .ruleset import Ruleset
-from .runs import has_run, load_run, save_run
+from .runs import delete_run_files, has_run, load_run, save_run
 from .store import Store
+from .text import text_problem
 
 Progress = Callable[[int, int], None]
 
@@ -70,6 +71,7 @@ def plan_run(store: Store, project: Project, ranges: Mapping[str, Any], seed: in
     """Plan a run. A named ``ruleset`` is used as asked; otherwise the canary decides from the request's
     cohort (the operations guide's rollout: the candidate for its share of cohorts, else the stable v1)."""
     ops.require_flag(store, "phase1_core")
+    precheck_guardrail(ranges, sample)  # counted arithmetically: refused before any value is built
     seed_ = ops.resolve_seed(store, seed)
     gates = ops.flag(store, "gates_ab")
     cohort = request_cohort_key(project, ranges, seed_, topn, sample, gates)
@@ -115,11 +117,21 @@ def execute_run(store: Store, project: Project, ranges: Mapping[str, Any], *, se
             save_run(result, home)
             result.meta["timings"]["persist_s"] = round(time.perf_counter() - persist_started, 6)
             store.index_run(run_record(result))
+    except Phase1Error as error:
+        if not is_refusal(error):  # a refused input, a switched-off flag or a cancel is no failed run
+            ops.record_metric(store, "run", time.perf_counter() - started, False, count)
+        raise
     except Exception:
         ops.record_metric(store, "run", time.perf_counter() - started, False, count)
         raise
     ops.record_metric(store, "run", time.perf_counter() - started, True, count)
     return result
+
+
+def is_refusal(error: Phase1Error) -> bool:
+    """An expected "no" (bad input, guardrail, not found, conflict, cancelled, a flag switched off), not a
+    server fault: what the ops metrics never count as a failure."""
+    return error.status < 500 or isinstance(error, DisabledError)
 
 
 def run_record(result: RunResult) -> dict[str, Any]:
@@ -169,8 +181,42 @@ def export_term_sheet(store: Store, run_id: str, rank: int, fmt: str = "xlsx",
     if fmt not in ("xlsx", "json"):
         raise InputError([FieldError("format", f"must be xlsx or json (got {fmt!r})")], "export")
     result = load_run(run_id, home)
+    refuse_bad_run(result.run_id, result.meta)
     result.top_row(rank)  # NotFoundError for a rank outside the Top-N
     name = f"phase1-{run_id}-rank{rank}"
     if fmt == "json":
         return json.dumps(term_sheet_json(result, rank), indent=2).encode(), f"{name}.json", "application/json"
     return to_xlsx_bytes(result, rank), f"{name}.xlsx", XLSX_MIME
+
+
+def refuse_bad_run(run_id: str, meta: Mapping[str, Any]) -> None:
+    """ConflictError (409) naming a stored run whose project no longer validates (e.g. a title with a lone
+    surrogate, stored before the text rule): it cannot become a term sheet; it can be deleted."""
+    try:
+        parse_project(meta.get("project"))
+    except InputError as error:
+        raise ConflictError(f"run {run_id} is a bad record: its stored project is {error}; remove it with "
+                            f"`phase1 runs delete {run_id}` or POST /api/phase1/runs/delete") from None
+
+
+def delete_run(store: Store, run_id: Any, actor: str, request_id: str | None = None, reason: Any = None,
+               home: Path | None = None) -> dict[str, Any]:
+    """Remove a stored run: its folder (atomically) and its index entry; audited as ``run.delete``.
+
+    For bad records too (an unreadable meta.json, a title that breaks the text rule): nothing of the run is
+    read. NotFoundError when neither the folder nor the index entry exists.
+    """
+    errors = []
+    if not isinstance(run_id, str) or not run_id:
+        errors.append(FieldError("run_id", "required: the 16 hex digits of a stored run"))
+    if reason is not None and (problem := text_problem(reason, max_len=500)) is not None:
+        errors.append(FieldError("reason", problem))
+    if errors:
+        raise InputError(errors, "run delete")
+    files = delete_run_files(run_id, home)
+    entry = store.unindex_run(run_id)
+    if not files and not entry:
+        raise NotFoundError(f"unknown run {run_id!r}; `phase1 runs` lists the stored runs")
+    store.add_audit("run.delete", actor, request_id, target=run_id, files=files, index_entry=entry,
+                    reason=reason)
+    return {"run_id": run_id, "deleted": True, "files": files, "index_entry": entry}

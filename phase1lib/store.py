@@ -337,6 +337,11 @@ class Store(ABC):
         _dumps(doc)  # plain JSON data only, refused early
         return self.transact(NS_RUNS, run_id, lambda _old: Write(doc=doc, result=doc))
 
+    def unindex_run(self, run_id: str) -> bool:
+        """Remove a run's index entry; False when there was none."""
+        return self.transact(NS_RUNS, run_id, lambda old: Write(doc=None if old is not None else KEEP,
+                                                                result=old is not None))
+
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """One run record, or None."""
         return self.read(NS_RUNS, run_id)

@@ -409,10 +409,17 @@ class Book:
         self.wb.defined_names[name] = DefinedName(name, attr_text=target)
 
     def put(self, ws: Worksheet, row: int, col: int, value: Any, fmt: str | None = None, *, name: str | None = None,
-            bold: bool = False, align: Alignment | None = None) -> Any:
-        """Write a value or a formula (a str starting with "="); inputs in blue, formulas in black."""
-        cell = ws.cell(row=row, column=col, value=_cell_value(value))
-        is_formula = isinstance(value, str) and value.startswith("=")
+            bold: bool = False, align: Alignment | None = None, text: bool = False) -> Any:
+        """Write a value or a formula (a str starting with "="); inputs in blue, formulas in black.
+
+        ``text``: the value is text (a label, a title, anything holding user data), written as a string shown
+        as typed even when it starts with "=" (see :func:`text_cell`); only the writer's own formulas are not.
+        """
+        if text and isinstance(value, str):
+            cell = text_cell(ws.cell(row=row, column=col), value)
+        else:
+            cell = ws.cell(row=row, column=col, value=_cell_value(value))
+        is_formula = not text and isinstance(value, str) and value.startswith("=")
         is_number = isinstance(value, int | float | dt.date) and not isinstance(value, bool)
         if is_formula:
             cell.font = FONT_FORMULA_BOLD if bold else FONT_FORMULA
@@ -431,6 +438,19 @@ class Book:
         return cell
 
 
+def text_cell(cell: Any, value: str) -> Any:
+    """Put ``value`` in ``cell`` as a string (cell type "s"), never a formula: a project title such as
+    ``=HYPERLINK(...)`` reaches a third party's spreadsheet as the text typed, not as a live link."""
+    cell.value = value
+    cell.data_type = "s"
+    return cell
+
+
+def footer_text(value: str) -> str:
+    """Text for a header or footer: "&" starts a code there (&P page, &D date), so a literal one is "&&"."""
+    return value.replace("&", "&&")
+
+
 def _cell_value(value: Any) -> Any:
     """Cell value: None and non-finite numbers are left blank; bools as Yes / No."""
     if isinstance(value, bool):
@@ -441,8 +461,8 @@ def _cell_value(value: Any) -> Any:
 
 
 def _title(book: Book, ws: Worksheet, title: str, subtitle: str, width: int) -> None:
-    book.put(ws, 1, 1, title).font = FONT_TITLE
-    book.put(ws, 2, 1, subtitle).font = FONT_SUBTITLE
+    book.put(ws, 1, 1, title, text=True).font = FONT_TITLE
+    book.put(ws, 2, 1, subtitle, text=True).font = FONT_SUBTITLE
     ws.row_dimensions[1].height = 24
     for col in range(1, width + 1):
         ws.cell(row=2, column=col).border = Border(bottom=MEDIUM)
@@ -460,7 +480,7 @@ def _page_setup(ws: Worksheet, footer: str, title_rows: str | None = None) -> No
     ws.page_margins.top = 0.5
     ws.page_margins.bottom = 0.6
     ws.page_margins.footer = 0.25
-    ws.oddFooter.left.text = footer
+    ws.oddFooter.left.text = footer_text(footer)
     ws.oddFooter.left.size = 8
     ws.oddFooter.right.text = "&A · page &P of &N"
     ws.oddFooter.right.size = 8
@@ -711,7 +731,8 @@ def _cash_title(book: Book, ws: Worksheet, src: Source, cols: list[Col], breaks:
     _title(book, ws, "Cash flows", "", len(cols))
     bounds = [TITLE_COLUMNS, *breaks, len(cols)]
     for i, (a, b) in enumerate(itertools.pairwise(bounds)):
-        book.put(ws, 1, a + 1, f"{p.title} — rank {src.rank}" + (" (continued)" if i else "")).font = FONT_SECTION
+        book.put(ws, 1, a + 1, f"{p.title} — rank {src.rank}" + (" (continued)" if i else ""),
+                 text=True).font = FONT_SECTION
         ws.merge_cells(start_row=1, start_column=a + 1, end_row=1, end_column=b)
     note = (f"{PERIOD_NAMES.get(src.ppy, str(src.ppy))} periods from closing {src.closing:%d-%b-%Y}; amounts in "
             f"{p.currency}. Blue figures are engine inputs, black figures are live formulas. Lender case: the "
@@ -818,7 +839,7 @@ def _cash_headers(book: Book, ws: Worksheet, cols: list[Col], breaks: list[int])
         if i == len(cols) or cols[i].group != cols[start - 1].group or i in breaks:
             continued = start > 1 and cols[start - 2].group == cols[start - 1].group
             title = cols[start - 1].group + (" (continued)" if continued else "")
-            book.put(ws, group_row, start, title, align=ALIGN_HEADER, bold=True)
+            book.put(ws, group_row, start, title, align=ALIGN_HEADER, bold=True, text=True)
             for j in range(start, i + 1):
                 cell = ws.cell(row=group_row, column=j)
                 cell.fill = FILL_GROUP
@@ -827,7 +848,7 @@ def _cash_headers(book: Book, ws: Worksheet, cols: list[Col], breaks: list[int])
                 ws.merge_cells(start_row=group_row, start_column=start, end_row=group_row, end_column=i)
             start = i + 1
     for i, c in enumerate(cols, start=1):
-        cell = book.put(ws, head_row, i, c.title, align=ALIGN_HEADER)
+        cell = book.put(ws, head_row, i, c.title, align=ALIGN_HEADER, text=True)
         cell.font = FONT_HEADER
         cell.fill = FILL_HEADER
     ws.row_dimensions[head_row].height = 30
@@ -900,8 +921,7 @@ def _cash_summary(book: Book, ws: Worksheet, src: Source, layout: CashLayout) ->
     book.put(ws, r, label_col, "Present values and equity return", bold=True).font = FONT_SECTION
     for label, value, fmt, name, note in lines:
         r += 1
-        cell = book.put(ws, r, label_col, label, align=ALIGN_WRAP)
-        cell.value = f"{label}\n{note}"
+        book.put(ws, r, label_col, f"{label}\n{note}", align=ALIGN_WRAP, text=True)
         ws.merge_cells(start_row=r, start_column=label_col, end_row=r, end_column=value_col - 1)
         book.put(ws, r, value_col, value, fmt, name=name, bold=True, align=Alignment(horizontal="right",
                                                                                        vertical="top"))
@@ -926,7 +946,7 @@ class Panel:
 
     def heading(self, text: str) -> None:
         self.row += 1
-        self.book.put(self.ws, self.row, self.col, text).font = FONT_SECTION
+        self.book.put(self.ws, self.row, self.col, text, text=True).font = FONT_SECTION
         for c in range(self.col, self.col + self.span):
             self.ws.cell(row=self.row, column=c).border = Border(bottom=MEDIUM)
         self.headings.append(self.row)
@@ -936,7 +956,7 @@ class Panel:
              wide: bool = False) -> None:
         """One row: a label then (value, format, workbook name) per value column; ``wide`` text is left-aligned
         so that it runs on into the empty cells to its right."""
-        self.book.put(self.ws, self.row, self.col, label, bold=key, align=ALIGN_LEFT)
+        self.book.put(self.ws, self.row, self.col, label, bold=key, align=ALIGN_LEFT, text=True)
         for i, (value, fmt, name) in enumerate(values, start=1):
             cell = self.book.put(self.ws, self.row, self.col + i, value, fmt, name=name, bold=key)
             if isinstance(value, str | bool) and not str(value).startswith("="):
@@ -1380,25 +1400,26 @@ class _Rows:
     def section(self, title: str) -> None:
         self.row += 1
         self.headings.append(self.row)
-        self.book.put(self.ws, self.row, 1, title).font = FONT_SECTION
+        self.book.put(self.ws, self.row, 1, title, text=True).font = FONT_SECTION
         for c in range(1, 6):
             self.ws.cell(row=self.row, column=c).border = Border(bottom=MEDIUM)
         self.row += 1
 
     def add(self, label: str, key: str, value: Any, unit: str = "", note: str = "", name: str | None = None,
-            fmt: str | None = None) -> None:
-        self.book.put(self.ws, self.row, 1, label)
-        self.book.put(self.ws, self.row, 2, key).font = Font(name="Courier New", size=9, color="595959")
+            fmt: str | None = None, data: bool = False) -> None:
+        """One row; ``data``: the value is input data (never a formula, whatever text it holds)."""
+        self.book.put(self.ws, self.row, 1, label, text=True)
+        self.book.put(self.ws, self.row, 2, key, text=True).font = Font(name="Courier New", size=9, color="595959")
         fmt = fmt or _unit_format(unit)
         if value is None:
             value = "—"
-        is_text = isinstance(value, str) and not value.startswith("=")
-        cell = self.book.put(self.ws, self.row, 3, value, None if is_text else fmt, name=name)
+        is_text = isinstance(value, str) and (data or not value.startswith("="))
+        cell = self.book.put(self.ws, self.row, 3, value, None if is_text else fmt, name=name, text=is_text)
         if is_text:
             cell.alignment = ALIGN_LEFT
         self.book.put(self.ws, self.row, 4, unit.replace("currency", self.currency),
-                      align=Alignment(horizontal="left", indent=1))
-        self.book.put(self.ws, self.row, 5, note).font = FONT_SUBTITLE
+                      align=Alignment(horizontal="left", indent=1), text=True)
+        self.book.put(self.ws, self.row, 5, note, text=True).font = FONT_SUBTITLE
         for c in range(1, 6):
             self.ws.cell(row=self.row, column=c).border = Border(bottom=THIN)
         self.row += 1
@@ -1454,7 +1475,7 @@ def write_assumptions(book: Book, ws: Worksheet, src: Source) -> None:
             note = "each structure's senior tenor"
         fmt = {"closing_date": "date", "pue": "number"}.get(key)
         rows.add(spec["label"], key, value, spec["unit"] if spec["unit"] not in ("text", "ISO date") else "", note,
-                 name=camel(key) if key in NUMERIC_INPUTS else None, fmt=fmt)
+                 name=camel(key) if key in NUMERIC_INPUTS else None, fmt=fmt, data=True)
     rows.section("Derived fields")
     for key, value in d.to_dict().items():
         label, unit = DERIVED_INFO.get(key, (key, ""))

@@ -274,13 +274,17 @@ def test_run_band_latency_only_counts_1_to_10k(store):
     assert band["p50_s"] == pytest.approx(2.0) and band["p95_s"] == pytest.approx(2.9)  # rank 1.9
 
 
-def test_memory_drift():
-    assert ops.memory_summary([100] * 19)["drift"] is None
-    steady = ops.memory_summary([100] * 10 + [110] * 10)
-    assert steady["drift"] is False and steady["drift_ratio"] == pytest.approx(1.1)
-    grown = ops.memory_summary([100] * 10 + [500] * 5 + [121] * 10)
+def test_memory_drift_is_measured_after_the_warm_up():
+    w, k = ops.WARMUP_SAMPLES, ops.DRIFT_WINDOW
+    assert (w, k) == (50, 10)
+    assert ops.memory_summary([100] * (w + 2 * k - 1))["drift"] is None  # 69 samples: still unknown
+    # start-up at 100, the dashboards load during the warm-up (RSS 150): the baseline is taken after it
+    steady = ops.memory_summary([100] * 10 + [150] * (w - 10) + [150] * k + [160] * k)
+    assert steady["baseline_mean_bytes"] == 150 and steady["last10_mean_bytes"] == 160
+    assert steady["drift"] is False and steady["drift_ratio"] == pytest.approx(160 / 150)
+    grown = ops.memory_summary([100] * w + [100] * k + [500] * 5 + [121] * k)
     assert grown["drift"] is True and grown["peak_rss_bytes"] == 500
-    assert grown["first10_mean_bytes"] == 100 and grown["last10_mean_bytes"] == 121
+    assert grown["baseline_mean_bytes"] == 100 and grown["last10_mean_bytes"] == 121
 
 
 def test_status_full_go(store, clock):
@@ -302,7 +306,7 @@ def test_status_full_no_go_reasons(store):
     assert empty["decision"] == "NO-GO" and len(empty["reasons"]) == 4
     assert any("no runs of 1-10k permutations" in r for r in empty["reasons"])
     for i in range(999):
-        _run(store, 6.0, rss=100 if i < 10 else 200)
+        _run(store, 6.0, rss=100 if i < ops.WARMUP_SAMPLES + ops.DRIFT_WINDOW else 200)
     _run(store, 6.0, ok=False, rss=200)
     status = ops.status_full(store)
     assert status["metrics"]["error_rate"] == pytest.approx(0.001)  # exactly 0.1 %: not below it

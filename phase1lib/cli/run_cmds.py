@@ -43,9 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=None, help="show only the first N")
     p.set_defaults(handler=cmd_top)
 
-    p = sub.add_parser("runs", help="list stored runs, newest first")
+    p = sub.add_parser("runs", help="list stored runs, newest first (and the bad records); `runs delete RUN_ID`")
     p.add_argument("--limit", type=int, default=None)
     p.set_defaults(handler=cmd_runs)
+    register_runs_delete(p)
 
     p = sub.add_parser("demo", help="run the London sample with the current_1920 preset and show the Top-5")
     p.set_defaults(handler=cmd_demo)
@@ -119,7 +120,29 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    emit({"runs": runs.list_runs(limit=args.limit)})
+    good, bad = runs.scan_runs(limit=args.limit)
+    emit({"runs": good, "bad_runs": bad})
+    for record in bad:
+        say(f"bad run {record['run_id']}: {record['problem']} (remove it with `phase1 runs delete {record['run_id']}`)")
+    return 0
+
+
+def register_runs_delete(runs_parser: argparse.ArgumentParser) -> None:
+    """``phase1 runs delete RUN_ID``: remove a stored run (also a bad record) and its index entry."""
+    sub = runs_parser.add_subparsers(dest="runs_command", parser_class=type(runs_parser))
+    p = sub.add_parser("delete", help="remove a stored run (folder and index entry, atomically); audited")
+    p.add_argument("run_id")
+    p.add_argument("--reason", default=None, help="why (goes to the audit log)")
+    p.set_defaults(handler=cmd_runs_delete)
+
+
+def cmd_runs_delete(args: argparse.Namespace) -> int:
+    store = open_store()
+    try:
+        emit(service.delete_run(store, args.run_id, cli_actor(), reason=args.reason))
+    finally:
+        store.close()
+    say(f"run {args.run_id} deleted")
     return 0
 
 

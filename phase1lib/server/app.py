@@ -16,6 +16,7 @@ from typing import Any
 from .. import auth as auth_mod
 from ..errors import Phase1Error
 from .context import Phase1Context, ServerSettings
+from .kernels import configure as configure_kernels
 from .security import PAGE_CSP, USER_HEADER
 
 HERE = Path(__file__).resolve().parent
@@ -77,11 +78,16 @@ def jupyter_config(host: str, port: int, settings: ServerSettings, cookie_secret
         "mathjax_url": "null",
         "mathjax_config": "null",
     }
-    # A dashboard opened by a script (no browser to close it) leaves its kernel behind: end unconnected kernels
-    # after an idle hour. Kernels with an open JupyterLab or Voila tab are never culled.
-    c.MappingKernelManager.cull_idle_timeout = 3600
-    c.MappingKernelManager.cull_interval = 300
-    c.MappingKernelManager.cull_connected = False
+    # Kernels: a dashboard opened by a script (no browser to close it) leaves its kernel behind; unconnected idle
+    # kernels are culled, and each user runs at most a few (phase1lib.server.kernels, one place for both).
+    configure_kernels(c, settings.kernel_limits)
+    # prod: no shell (terminals) and no shutdown over HTTP (refused by the gate; the menu item is hidden).
+    c.ServerApp.terminals_enabled = settings.terminals
+    # The Host allow-list (DNS rebinding) of Jupyter's routes, which the Phase-1 routes apply too: loopback,
+    # "localhost" and PHASE1_ALLOWED_HOSTS (the public name behind a reverse proxy).
+    c.ServerApp.local_hostnames = ["localhost", *settings.allowed_hosts]
+    if settings.app_env == "prod":
+        c.ServerApp.quit_button = False
     # Offline: no news feed, no update check, no PyPI extension manager.
     c.LabApp.news_url = None
     c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
@@ -111,6 +117,8 @@ def banner(url: str, settings: ServerSettings, ctx: Phase1Context) -> list[str]:
                      "(password, then the 6-digit TOTP code).")
     lines.append(f"  Dashboards: {url}phase1 (from {settings.dashboards_dir})   JupyterLab: {url}lab   "
                  f"API: {url}api/phase1/route-list")
+    if settings.app_env == "prod" and settings.terminals:
+        lines.append("  warning: terminals are on in prod (PHASE1_TERMINALS=1): an admin session can open a shell")
     if ctx.ops_token_generated:
         lines.append(f"  Ops token for this run (X-Admin-Token; shown once, set PHASE1_ADMIN_TOKEN to fix it): "
                      f"{ctx.ops_token}")

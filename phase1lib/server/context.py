@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -24,12 +25,14 @@ from ..auth import Auth, Session
 from ..errors import AuthError, ConfigError, ForbiddenError, Phase1Error
 from ..project import Project, load_project
 from ..store import Store, open_store
+from .kernels import KernelLimits
 
 log = logging.getLogger("phase1lib.server")
 
 COOKIE_NAME = "phase1_session"
-#: The sample project a run uses when neither the request nor the session has one (the guide's flow).
-SAMPLE_PROJECT = Path(__file__).resolve().parents[2] / "examples" / "london_dc_alpha.json"
+#: The sample project a run uses when neither the request nor the session has one (the guide's flow): its
+#: economics give viable structures on the guide's own ranges (docs/api.md).
+SAMPLE_PROJECT = Path(__file__).resolve().parents[2] / "examples" / "slough_dc_delta.json"
 _NO_SESSION = object()
 
 
@@ -57,6 +60,21 @@ def _env_int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) 
     return value
 
 
+def _hosts(env: Mapping[str, str]) -> tuple[str, ...]:
+    """PHASE1_ALLOWED_HOSTS: host names (no port, no scheme), comma-separated."""
+    hosts = tuple(h.strip().lower() for h in (env.get("PHASE1_ALLOWED_HOSTS") or "").split(",") if h.strip())
+    bad = [h for h in hosts if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", h)]
+    if bad:
+        raise ConfigError(f"PHASE1_ALLOWED_HOSTS must be host names separated by commas (got {', '.join(bad)!r})")
+    return hosts
+
+
+def _terminals(env: Mapping[str, str], app_env: str) -> bool:
+    """PHASE1_TERMINALS 1/0; by default on in dev and off in prod (a terminal is a shell on the server)."""
+    forced = _env_flag(env, "PHASE1_TERMINALS")
+    return forced if forced is not None else app_env != "prod"
+
+
 @dataclass
 class ServerSettings:
     """The server's own options (the Jupyter ones live in the ServerApp config)."""
@@ -71,6 +89,12 @@ class ServerSettings:
     max_pending_runs: int = 16
     max_body_bytes: int = 1_048_576
     started_at: float = field(default_factory=time.time)
+    #: Jupyter terminals (a shell as the server's user): on in dev, off in prod unless PHASE1_TERMINALS=1.
+    terminals: bool = True
+    kernel_limits: KernelLimits = field(default_factory=KernelLimits)
+    #: Host names accepted besides loopback and "localhost" (Jupyter's local_hostnames), e.g. the public name a
+    #: reverse proxy forwards in the Host header: PHASE1_ALLOWED_HOSTS, comma-separated.
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, root_dir: Path, dashboards_dir: Path | None = None, default_project: Path | None = None,
@@ -85,7 +109,9 @@ class ServerSettings:
                    default_project=Path(default_project).resolve() if default_project else SAMPLE_PROJECT,
                    secure_cookies=_env_flag(env, "PHASE1_SECURE_COOKIES"),
                    run_workers=_env_int(env, "PHASE1_RUN_WORKERS", 4, 1, 64),
-                   max_pending_runs=_env_int(env, "PHASE1_MAX_PENDING_RUNS", 16, 1, 10_000))
+                   max_pending_runs=_env_int(env, "PHASE1_MAX_PENDING_RUNS", 16, 1, 10_000),
+                   terminals=_terminals(env, app_env), kernel_limits=KernelLimits.from_env(env),
+                   allowed_hosts=_hosts(env))
 
     def check(self) -> list[str]:
         """Problems that stop the server from starting."""
@@ -127,6 +153,10 @@ class Phase1Context:
         self.ops_token = ops_token or auth_mod.ops_token(env)
         self.executor = ThreadPoolExecutor(max_workers=settings.run_workers, thread_name_prefix="phase1-run")
         self.auth_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="phase1-auth")
+        #: Request work that is not a run (parsing, validation, counting, store actions, large answers).
+        self.work_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="phase1-work")
+        #: The health check alone, so that it answers even while the work pool is busy.
+        self.health_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phase1-health")
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._default_project: Project | None = None
@@ -152,6 +182,10 @@ class Phase1Context:
     @property
     def runs_in_flight(self) -> int:
         return self._pending
+
+    @property
+    def kernel_limits(self) -> KernelLimits:
+        return self.settings.kernel_limits
 
     # ---- projects ----------------------------------------------------------------------------------
 
@@ -220,4 +254,6 @@ class Phase1Context:
         self.shutting_down.set()
         self.jobs.shutdown("cancelled: the server was shut down")
         self.auth_executor.shutdown(wait=True, cancel_futures=True)
+        self.work_executor.shutdown(wait=True, cancel_futures=True)
+        self.health_executor.shutdown(wait=True, cancel_futures=True)
         self.store.close()

@@ -2,12 +2,15 @@
 
 Every handler answers JSON errors ``{"error", "message", "request_id"}`` (validation adds ``"errors"``)
 with the status of the :class:`~phase1lib.errors.Phase1Error` raised by the library, and every response
-carries ``X-Request-ID``. Engine work runs in the context's thread pool, never on the event loop.
+carries ``X-Request-ID``. No CPU work runs on the event loop: engine work runs in the context's run pool,
+and parsing, validation, counting, the ops actions and the serialising of large answers in its work pool
+(:meth:`Phase1Handler.answer`), so ``/api/phase1/health`` answers while a big request is processed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -38,10 +41,22 @@ from ..errors import (
 )
 from ..presets import preset_ranges, preset_ruleset
 from ..project import Project, parse_project
+from ..ranges import precheck_guardrail
 from ..runs import load_run
+from ..text import safe_display
 from .context import Phase1Context
 from .jobs import public_job
-from .security import API_CSP, FORM_CSP, SECURITY_HEADERS, GateMixin, RouteInfo, deny, request_id, route_table
+from .security import (
+    API_CSP,
+    FORM_CSP,
+    SECURITY_HEADERS,
+    GateMixin,
+    RouteInfo,
+    deny,
+    host_allowed,
+    request_id,
+    route_table,
+)
 
 log = logging.getLogger("phase1lib.server")
 
@@ -51,6 +66,8 @@ T = TypeVar("T")
 MAX_SEED = 2**63 - 1
 RUN_FIELDS = ("seed", "topn", "ranges", "preset", "project", "sample", "ruleset")
 CORE = ("phase1_core",)
+#: Deepest JSON nesting a body may have (project, ranges and flags bodies are 3 levels deep).
+MAX_JSON_DEPTH = 32
 #: The home page lists the dashboards in the analyst's order; other notebooks follow alphabetically.
 FLOW_ORDER = ("Projects", "Permutations", "Run", "Securitisation", "Ops_Monitor")
 
@@ -90,6 +107,9 @@ class Phase1Handler(web.RequestHandler):
         """Tornado's automatic check is replaced by :meth:`check_csrf`, per kind of route."""
 
     def prepare(self) -> None:
+        if not host_allowed(self):  # Jupyter's own Host allow-list (DNS rebinding), on every Phase-1 route too
+            raise ForbiddenError(f"Host {safe_display(self.request.host)!r} is not this server's: refused "
+                                 "(ServerApp.allow_remote_access, local_hostnames)")
         if self.request.method not in ("GET", "HEAD", "OPTIONS"):
             self._check_origin()
             if len(self.request.body or b"") > self.ctx.settings.max_body_bytes:
@@ -133,21 +153,16 @@ class Phase1Handler(web.RequestHandler):
         except UnicodeDecodeError as error:
             raise InputError([FieldError("body", f"must be UTF-8 ({error.reason} at byte {error.start})")],
                              "JSON body") from None
-        try:
-            data = json.loads(text, parse_constant=_refuse_constant)
-        except json.JSONDecodeError as error:
-            raise InputError([FieldError("body", f"malformed JSON: {error.msg} at line {error.lineno} column "
-                                                 f"{error.colno}")], "JSON body") from None
-        except ValueError as error:
-            raise InputError([FieldError("body", str(error))], "JSON body") from None
-        if not isinstance(data, dict):
-            raise InputError([FieldError("body", f"must be a JSON object (got {_json_type(data)})")], "JSON body")
-        return data
+        return parse_json_object(text)
 
     def form_or_json(self) -> dict[str, Any]:
-        """Login and MFA: an HTML form / curl -d, or a JSON object."""
+        """Login and MFA: an HTML form / curl -d, or a JSON object; a field given twice is refused."""
         if self.content_type() == "application/json":
             return self.json_body()
+        twice = [FieldError(safe_display(k)[:64], "given more than once: send each form field once")
+                 for k, values in self.request.body_arguments.items() if len(values) > 1]
+        if twice:
+            raise InputError(twice, "form")
         return {k: self.get_body_argument(k) for k in self.request.body_arguments}
 
     # ---- responses -------------------------------------------------------------------------------------
@@ -156,6 +171,17 @@ class Phase1Handler(web.RequestHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(obj, allow_nan=False, default=str))
+
+    async def answer(self, fn: Callable[..., Any], *args: Any, status: int = 200, **kwargs: Any) -> None:
+        """Run ``fn`` (parse, validate, act) in the work pool, serialise its answer there too, then send it: the
+        event loop only moves bytes. ``fn`` may return (obj, status) to answer another status."""
+        result = await self.in_worker(fn, *args, **kwargs)
+        if isinstance(result, tuple):
+            result, status = result
+        text = await self.in_worker(json.dumps, result, allow_nan=False, default=str)
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(text)
 
     def wants_html(self) -> bool:
         return "text/html" in self.request.headers.get("Accept", "")
@@ -178,6 +204,7 @@ class Phase1Handler(web.RequestHandler):
         body = {**error.to_dict(), "request_id": self.request_id}
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Content-Security-Policy", API_CSP)
+        self._phase1_error_kind = error.kind  # the ops metric tells a switched-off flag (503) from a fault
         self.finish(json.dumps(body, default=str))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
@@ -196,6 +223,11 @@ class Phase1Handler(web.RequestHandler):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.ctx.executor, functools.partial(fn, *args, **kwargs))
 
+    async def in_worker(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run request work (parsing, validation, counting, store actions) in the work pool, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.ctx.work_executor, functools.partial(fn, *args, **kwargs))
+
     async def in_auth_pool(self, fn: Callable[..., T], *args: Any) -> T:
         """Password hashing (argon2, tens of milliseconds) off the event loop, apart from the engine's pool."""
         loop = asyncio.get_running_loop()
@@ -211,6 +243,52 @@ class Phase1Handler(web.RequestHandler):
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"malformed JSON: {name} is not a JSON number")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: a key given twice is refused, never "the last one wins"."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(f"malformed JSON: duplicate key {json.dumps(key)} in an object: give each key once")
+        obj[key] = value
+    return obj
+
+
+def json_depth_over(value: Any, limit: int) -> bool:
+    """True when ``value`` nests containers deeper than ``limit`` levels (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def parse_json_object(text: str, limit: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """A request body's JSON object; InputError naming the problem: malformed (with line and column), NaN or
+    Infinity, a duplicate key, nested deeper than ``limit`` levels, or not an object."""
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_object_once)
+    except json.JSONDecodeError as error:
+        raise InputError([FieldError("body", f"malformed JSON: {error.msg} at line {error.lineno} column "
+                                             f"{error.colno}")], "JSON body") from None
+    except RecursionError:
+        raise InputError([FieldError("body", f"malformed JSON: nested deeper than {limit} levels")],
+                         "JSON body") from None
+    except ValueError as error:
+        raise InputError([FieldError("body", str(error))], "JSON body") from None
+    if json_depth_over(data, limit):
+        raise InputError([FieldError("body", f"malformed JSON: nested deeper than {limit} levels")], "JSON body")
+    if not isinstance(data, dict):
+        raise InputError([FieldError("body", f"must be a JSON object (got {_json_type(data)})")], "JSON body")
+    return data
 
 
 def _json_type(value: Any) -> str:
@@ -279,7 +357,7 @@ class LoginHandler(Phase1Handler):
         return self.ctx.auth.dev_admin_allowed(self.request.remote_ip)
 
     async def post(self) -> None:
-        data = self.form_or_json()
+        data = await self.in_worker(self.form_or_json)
         username, password = data.get("username"), data.get("password")
         old = self.ctx.session_id(self)
         if old:
@@ -327,7 +405,7 @@ class MfaHandler(Phase1Handler):
         self.render_page("mfa.html", next=self.safe_next(""), error=None)
 
     async def post(self) -> None:
-        code = self.form_or_json().get("code")
+        code = (await self.in_worker(self.form_or_json)).get("code")
         sid = self.ctx.session_id(self)
         try:
             session = await self.in_auth_pool(self.ctx.auth.verify_mfa, sid or "",
@@ -535,30 +613,34 @@ def run_answer(result: RunResult, project: Project, source: str) -> dict[str, An
 @route("/api/phase1/projects/validate", "session", CORE,
        "validate a project (body: the project object); remembers it in the session")
 class ValidateHandler(BusinessHandler):
-    def post(self) -> None:
+    async def post(self) -> None:
+        await self.answer(self.validate)
+
+    def validate(self) -> tuple[dict[str, Any], int]:
         body = self.json_body()
         wrapped = set(body) in ({"project"}, {"project", "ruleset"}) and isinstance(body["project"], Mapping)
         data = body["project"] if wrapped else body
         try:
             project, derived = service.validate_project(self.store, data, body.get("ruleset") if wrapped else None)
         except InputError as error:
-            self.set_status(400)
-            self.write_json({**error.to_dict(), "valid": False, "request_id": self.request_id}, status=400)
-            return
+            return {**error.to_dict(), "valid": False, "request_id": self.request_id}, 400
         self.remember(project=project.to_dict())
-        self.write_json({"valid": True, "project": project.to_dict(), "derived": derived})
+        return {"valid": True, "project": project.to_dict(), "derived": derived}, 200
 
 
 @route("/api/phase1/permutations/presets", "session", CORE, "the presets with their ranges and cardinality")
 class PresetsHandler(BusinessHandler):
-    def get(self) -> None:
-        self.write_json({"presets": service.presets(self.store, self.optional_project())})
+    async def get(self) -> None:
+        await self.answer(lambda: {"presets": service.presets(self.store, self.optional_project())})
 
 
 @route("/api/phase1/permutations/cardinality", "session", CORE,
        "cardinality and guardrail verdict of {\"ranges\"} or {\"preset\"} (no evaluation)")
 class CardinalityHandler(BusinessHandler):
-    def post(self) -> None:
+    async def post(self) -> None:
+        await self.answer(self.cardinality)
+
+    def cardinality(self) -> dict[str, Any]:
         body = self.json_body()
         unknown = [FieldError(k, "unknown field; known: ranges, preset, project, ruleset") for k in body
                    if k not in ("ranges", "preset", "project", "ruleset")]
@@ -567,15 +649,14 @@ class CardinalityHandler(BusinessHandler):
         request = parse_run_request(body)
         project = _parse_project_field(request["project"]) if request["project"] is not None \
             else self.optional_project()
-        self.write_json(service.cardinality(self.store, request["ranges"], project, request["ruleset"]))
+        return service.cardinality(self.store, request["ranges"], project, request["ruleset"])
 
 
 @route("/api/phase1/run", "session", CORE,
        "run synchronously: {\"seed\", \"topn\", \"ranges\" or \"preset\", optional \"project\"}")
 class RunHandler(BusinessHandler):
     async def post(self) -> None:
-        request = parse_run_request(self.json_body())
-        project, source = self.resolve_project(request["project"])
+        request, project, source = await self.in_worker(self.run_request)
         self.reserve_run()
         try:
             result = await self.in_pool(service.execute_run, self.store, project, request["ranges"],
@@ -584,13 +665,26 @@ class RunHandler(BusinessHandler):
                                         actor=self.session.username, request_id=self.request_id)
         finally:
             self.ctx.release_run()
+        await self.answer(self.finish_run, result, project, source)
+
+    def run_request(self) -> tuple[dict[str, Any], Project, str]:
+        """The checked run body and its project; over-limit keys and grids are refused here, by counting."""
+        request = parse_run_request(self.json_body())
+        project, source = self.resolve_project(request["project"])
+        precheck_guardrail(request["ranges"], request["sample"])
+        return request, project, source
+
+    def finish_run(self, result: RunResult, project: Project, source: str) -> dict[str, Any]:
         self.remember(last_run_id=result.run_id)
-        self.write_json(run_answer(result, project, source))
+        return run_answer(result, project, source)
 
 
 @route("/api/phase1/run/submit", "session", CORE, "start a background run (same body as run): {\"job_id\"}")
 class SubmitHandler(BusinessHandler):
-    def post(self) -> None:
+    async def post(self) -> None:
+        await self.answer(self.submit, status=202)
+
+    def submit(self) -> dict[str, Any]:
         request = parse_run_request(self.json_body())
         project, source = self.resolve_project(request["project"])
         plan = service.plan_run(self.store, project, request["ranges"], request["seed"], request["topn"],
@@ -605,10 +699,9 @@ class SubmitHandler(BusinessHandler):
             self.ctx.release_run()
             raise
         job_id = job["job_id"]
-        self.write_json({"job_id": job_id, "state": job["state"], "permutations": permutations,
-                         "project": {"title": project.title, "source": source},
-                         "progress": f"/api/phase1/run/progress/{job_id}",
-                         "result": f"/api/phase1/run/result/{job_id}"}, status=202)
+        return {"job_id": job_id, "state": job["state"], "permutations": permutations,
+                "project": {"title": project.title, "source": source},
+                "progress": f"/api/phase1/run/progress/{job_id}", "result": f"/api/phase1/run/result/{job_id}"}
 
 
 class JobHandler(BusinessHandler):
@@ -621,46 +714,54 @@ class JobHandler(BusinessHandler):
 
 @route("/api/phase1/run/progress/{job_id}", "session", CORE, "state and progress (0-1) of a background run")
 class ProgressHandler(JobHandler):
-    def get(self, job_id: str) -> None:
-        self.write_json(public_job(self.job(job_id)))
+    async def get(self, job_id: str) -> None:
+        await self.answer(lambda: public_job(self.job(job_id)))
 
 
 @route("/api/phase1/run/result/{job_id}", "session", CORE,
        "the result of a finished background run (becomes the session's last run)")
 class ResultHandler(JobHandler):
     async def get(self, job_id: str) -> None:
-        job = self.job(job_id)
+        job = await self.in_worker(self.job, job_id)
         if job["state"] != "done":
             detail = f": {job['error']}" if job.get("error") else f" ({job['progress'] * 100:.0f} %)"
             raise ConflictError(f"job {job_id} is {job['state']}{detail}", state=job["state"],
                                 progress=job["progress"], job_error=job.get("error"))
         ops.require_flag(self.store, "phase1_core")
         result = await self.in_pool(load_run, job["run_id"], frame=False)
+        await self.answer(self.result_answer, result, job_id)
+
+    def result_answer(self, result: RunResult, job_id: str) -> dict[str, Any]:
         self.remember(last_run_id=result.run_id)
-        self.write_json({**result.summary(), "job_id": job_id, "project": {"title": result.meta["project"]["title"]}})
+        return {**result.summary(), "job_id": job_id, "project": {"title": result.meta["project"]["title"]}}
 
 
 @route("/api/phase1/run/cancel/{job_id}", "session", CORE, "ask a background run to stop")
 class CancelHandler(JobHandler):
-    def post(self, job_id: str) -> None:
+    async def post(self, job_id: str) -> None:
+        await self.answer(self.cancel, job_id, status=202)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
         job = self.job(job_id)
         if job["state"] in ("done", "failed"):
             raise ConflictError(f"job {job_id} is {job['state']} already", state=job["state"])
         if not self.ctx.jobs.cancel(job_id):
             raise ConflictError(f"job {job_id} is not running in this server process", state=job["state"])
-        self.write_json({"job_id": job_id, "cancelling": True}, status=202)
+        return {"job_id": job_id, "cancelling": True}
 
 
 @route("/api/phase1/securitisation/top20", "session", CORE, "the Top-20 of the session's last run")
 class Top20Handler(BusinessHandler):
     async def get(self) -> None:
+        await self.answer(self.top20)
+
+    def top20(self) -> dict[str, Any]:
         ops.require_flag(self.store, "phase1_core")
-        result = await self.in_pool(load_run, self.last_run_id(), frame=False)
+        result = load_run(self.last_run_id(), frame=False)
         m = result.meta
-        self.write_json({"run_id": result.run_id, "title": m["project"]["title"], "seed": m["seed"],
-                         "cardinality": m["cardinality"], "evaluated": m["evaluated"], "counts": m["counts"],
-                         "ruleset": m["ruleset"]["version"], "created_at": m["created_at"],
-                         "top": result.top[:20]})
+        return {"run_id": result.run_id, "title": m["project"]["title"], "seed": m["seed"],
+                "cardinality": m["cardinality"], "evaluated": m["evaluated"], "counts": m["counts"],
+                "ruleset": m["ruleset"]["version"], "created_at": m["created_at"], "top": result.top[:20]}
 
 
 @route("/api/phase1/securitisation/export/{rank}", "session", ("phase1_core", "docs_exports"),
@@ -674,7 +775,7 @@ class ExportHandler(BusinessHandler):
             rank = 0
         if rank < 1:
             raise InputError([FieldError("rank", f"must be a whole number from 1 (got {rank_text!r})")], "export")
-        run_id = self.last_run_id()
+        run_id = await self.in_worker(self.last_run_id)
         try:
             content, filename, media_type = await self.in_pool(service.export_term_sheet, self.store, run_id,
                                                                rank, fmt)
@@ -690,6 +791,12 @@ class ExportHandler(BusinessHandler):
        "one structure with KPIs and schedule: {\"structure\", optional \"project\", \"seed\"}")
 class CalcHandler(BusinessHandler):
     async def post(self) -> None:
+        body, project, source = await self.in_worker(self.calc_request)
+        out = await self.in_pool(service.evaluate, self.store, project, body["structure"], body.get("seed"),
+                                 body.get("ruleset"))
+        await self.answer(lambda: {**out, "project": {"title": project.title, "source": source}})
+
+    def calc_request(self) -> tuple[dict[str, Any], Project, str]:
         body = self.json_body()
         errors = [FieldError(k, "unknown field; known: structure, project, seed, ruleset") for k in body
                   if k not in ("structure", "project", "seed", "ruleset")]
@@ -699,8 +806,7 @@ class CalcHandler(BusinessHandler):
         if errors:
             raise InputError(errors, "calc request")
         project, source = self.resolve_project(body.get("project"))
-        out = await self.in_pool(service.evaluate, self.store, project, body["structure"], seed, body.get("ruleset"))
-        self.write_json({**out, "project": {"title": project.title, "source": source}})
+        return {**body, "seed": seed}, project, source
 
 
 # ---- ops routes ----------------------------------------------------------------------------------------
@@ -730,63 +836,88 @@ class OpsHandler(Phase1Handler):
         return body
 
 
-@route("/api/phase1/status/full", "ops_token", (), "GO / NO-GO, canary, flags, rulesets, metrics, memory, uptime")
+@route("/api/phase1/status/full", "ops_token", (),
+       "GO / NO-GO, canary, flags, rulesets, metrics, memory, uptime, and the health detail")
 class StatusHandler(OpsHandler):
-    def get(self) -> None:
-        status = ops.status_full(self.ctx.store, started_at=self.ctx.settings.started_at)
+    async def get(self) -> None:
+        await self.answer(self.status)
+
+    def status(self) -> dict[str, Any]:
+        status = ops.status_full(self.ctx.store, started_at=self.ctx.settings.started_at, process=ops.PROCESS_ID)
         status["server"] = {"app_env": self.ctx.settings.app_env, "runs_in_flight": self.ctx.runs_in_flight,
-                            "max_pending_runs": self.ctx.settings.max_pending_runs}
-        self.write_json(status)
+                            "max_pending_runs": self.ctx.settings.max_pending_runs,
+                            "kernels": self.ctx.kernel_limits.describe()}
+        return status
 
 
 @route("/api/phase1/canary/update", "ops_token", (), "set the canary share: {\"percentage\", \"reason\"}")
 class CanaryHandler(OpsHandler):
-    def post(self) -> None:
+    async def post(self) -> None:
+        await self.answer(self.update)
+
+    def update(self) -> dict[str, Any]:
         body = self.body_fields(("percentage", "reason"))
-        self.write_json(ops.update_canary(self.ctx.store, body.get("percentage"), body.get("reason"), self.actor,
-                                          self.request_id))
+        return ops.update_canary(self.ctx.store, body.get("percentage"), body.get("reason"), self.actor,
+                                 self.request_id)
 
 
 @route("/api/phase1/rollback", "ops_token", (),
        "lower the canary share: {\"target_percentage\" (default 0), \"reason\"}; reports duration_ms")
 class RollbackHandler(OpsHandler):
-    def post(self) -> None:
+    async def post(self) -> None:
+        await self.answer(self.roll_back)
+
+    def roll_back(self) -> dict[str, Any]:
         body = self.body_fields(("target_percentage", "reason"))
-        self.write_json(ops.rollback(self.ctx.store, body.get("target_percentage", 0), body.get("reason"),
-                                     self.actor, self.request_id))
+        return ops.rollback(self.ctx.store, body.get("target_percentage", 0), body.get("reason"), self.actor,
+                            self.request_id)
 
 
-@route("/api/phase1/flags", "ops_token", (), "feature flags (GET); update {\"version\", \"changes\"} (POST)")
+@route("/api/phase1/flags", "ops_token", (),
+       "feature flags (GET); update (POST) {\"flag\": true, ...}, or {\"version\", \"changes\"} (stale: 409)")
 class FlagsHandler(OpsHandler):
-    def get(self) -> None:
-        self.write_json(ops.get_flags(self.ctx.store))
+    async def get(self) -> None:
+        await self.answer(ops.get_flags, self.ctx.store)
 
-    def post(self) -> None:
+    async def post(self) -> None:
+        await self.answer(self.update)
+
+    def update(self) -> dict[str, Any]:
+        """The operations guide's body {"reverse_dscr_engine": true} (last writer wins), or the optimistic
+        {"version": N, "changes": {...}} (a stale N is a 409); both audited."""
         body = self.json_body()
         if "version" not in body and "changes" not in body:
-            # The operations guide's older body, e.g. {"reverse_dscr_engine": true}: refused, with the fix.
-            current = ops.get_flags(self.ctx.store)["version"]
-            changes = json.dumps(body, separators=(", ", ": "))
-            raise InputError([FieldError("version", f"required: the flags version you read with GET "
-                                                    f"/api/phase1/flags (now {current})"),
-                              FieldError("changes", f"put the flag changes under \"changes\", e.g. "
-                                                    f"{{\"version\": {current}, \"changes\": {changes}}}")],
-                             "flag update")
-        unknown = [FieldError(k, "unknown field; known: version, changes") for k in body
-                   if k not in ("version", "changes")]
+            return ops.update_flags(self.ctx.store, None, body, self.actor, self.request_id, field_prefix="")
+        unknown = [FieldError(safe_display(k)[:64], "unknown field next to version / changes; send either "
+                                                    "{\"flag\": true, ...} or {\"version\": N, \"changes\": {...}}")
+                   for k in body if k not in ("version", "changes")]
         if unknown:
             raise InputError(unknown, "flag update")
-        self.write_json(ops.update_flags(self.ctx.store, body.get("version"), body.get("changes"), self.actor,
-                                         self.request_id))
+        return ops.update_flags(self.ctx.store, body.get("version"), body.get("changes"), self.actor,
+                                self.request_id)
+
+
+@route("/api/phase1/runs/delete", "ops_token", (),
+       "remove a stored run (also a bad record): {\"run_id\", optional \"reason\"}; audited")
+class RunsDeleteHandler(OpsHandler):
+    async def post(self) -> None:
+        await self.answer(self.delete)
+
+    def delete(self) -> dict[str, Any]:
+        body = self.body_fields(("run_id", "reason"))
+        return service.delete_run(self.ctx.store, body.get("run_id"), self.actor, self.request_id,
+                                  body.get("reason"))
 
 
 # ---- public routes -------------------------------------------------------------------------------------
 
 
-@route("/api/phase1/health", "public", (), "liveness: versions and store reachability (503 when degraded)")
+@route("/api/phase1/health", "public", (),
+       "liveness: {\"status\": \"ok\"} or 503 \"degraded\" (the detail is in status/full)")
 class HealthHandler(Phase1Handler):
-    def get(self) -> None:
-        result = ops.health(self.ctx.store)
+    async def get(self) -> None:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self.ctx.health_executor, ops.public_health, self.ctx.store)
         self.write_json(result, status=200 if result["status"] == "ok" else 503)
 
 
@@ -847,21 +978,36 @@ def handlers(base_url: str = "/") -> list[tuple[str, type, dict[str, Any]] | tup
         (f"{b}/api/phase1/canary/update", CanaryHandler),
         (f"{b}/api/phase1/rollback", RollbackHandler),
         (f"{b}/api/phase1/flags", FlagsHandler),
+        (f"{b}/api/phase1/runs/delete", RunsDeleteHandler),
         (f"{b}/api/phase1/health", HealthHandler),
         (f"{b}/api/phase1/route-list", RouteListHandler),
         (f"{b}/api/phase1(?:/.*)?", ApiNotFoundHandler),
     ]
 
 
+def request_outcome(status: int, error_kind: str | None = None) -> tuple[bool, bool]:
+    """(ok, refused) of an answered request for the ops metrics: a 5xx is a server fault, except a 503 for a
+    switched-off flag (the operator's choice); a 4xx is a refused request (the client's input), never a fault."""
+    fault = status >= 500 and error_kind != DisabledError.kind
+    return not fault, 400 <= status < 500
+
+
 def record_request_metric(handler: web.RequestHandler) -> None:
-    """ops metric of one request: its duration and whether the server answered it (status below 500)."""
+    """ops metric of one request: its duration and outcome (:func:`request_outcome`), written off the loop."""
     ctx = handler.settings.get("phase1")
     if ctx is None or not _measured(handler):
         return
-    try:
-        ops.record_metric(ctx.store, "request", handler.request.request_time(), handler.get_status() < 500)
-    except Exception:  # a metric must never break a response
-        log.warning("could not record the request metric", exc_info=True)
+    ok, refused = request_outcome(handler.get_status(), getattr(handler, "_phase1_error_kind", None))
+    duration = handler.request.request_time()
+
+    def record() -> None:
+        try:
+            ops.record_metric(ctx.store, "request", duration, ok, refused=refused)
+        except Exception:  # a metric must never break a response
+            log.warning("could not record the request metric", exc_info=True)
+
+    with contextlib.suppress(RuntimeError):  # the pool is shut down: the server is stopping
+        ctx.work_executor.submit(record)
 
 
 def _measured(handler: web.RequestHandler) -> bool:

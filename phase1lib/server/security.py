@@ -9,10 +9,13 @@
   JupyterLab, the REST API of Jupyter. Without an elevated Phase-1 session a page request is redirected
   to ``/auth/login`` (``/auth/mfa`` after the password step) and anything else gets a JSON 401 or 403.
 - :func:`route_table` lists the routes from that same routing table.
+- :func:`host_allowed` is Jupyter's Host allow-list (against DNS rebinding), applied to the Phase-1 routes too.
+- In prod, :class:`GateMixin` refuses Jupyter's ``/api/shutdown`` (terminals are not even started there).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
@@ -26,6 +29,7 @@ from tornado import httputil, web
 from tornado.routing import PathMatches, Router, Rule
 
 from ..errors import AuthError, ForbiddenError, Phase1Error
+from .kernels import KERNEL_OWNER
 
 log = logging.getLogger("phase1lib.server")
 
@@ -81,6 +85,7 @@ class HeadersTransform(web.OutputTransform):
     def transform_first_chunk(self, status_code: int, headers: httputil.HTTPHeaders, chunk: bytes,
                               finishing: bool) -> tuple[int, httputil.HTTPHeaders, bytes]:
         headers["X-Request-ID"] = self.request_id
+        headers.pop("Server", None)  # no "TornadoServer/6.x": the software and version are nobody's business
         for name, value in SECURITY_HEADERS.items():
             if name not in headers:
                 headers[name] = value
@@ -88,6 +93,33 @@ class HeadersTransform(web.OutputTransform):
             html = headers.get("Content-Type", "").startswith("text/html")
             headers["Content-Security-Policy"] = PAGE_CSP if html else API_CSP
         return status_code, headers, chunk
+
+
+def host_allowed(handler: web.RequestHandler) -> bool:
+    """Jupyter's Host check (JupyterHandler.check_host), for handlers that are not Jupyter's: unless
+    ``ServerApp.allow_remote_access`` (the default when listening on a non-loopback address), the Host header
+    must be a loopback address or one of ``ServerApp.local_hostnames`` (default "localhost")."""
+    settings = handler.settings
+    if settings.get("allow_remote_access", False):
+        return True
+    match = re.match(r"^(.*?)(:\d+)?$", handler.request.host or "")
+    host = match.group(1) if match else ""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        allowed = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        allowed = host in settings.get("local_hostnames", ["localhost"])
+    if not allowed:
+        log.warning("refused a request with the non-local Host %r", handler.request.host[:100])
+    return allowed
+
+
+#: Jupyter routes refused in prod (by their handler class): what to do instead.
+PROD_REFUSED = {
+    "jupyter_server.services.shutdown.ShutdownHandler":
+        "shutting the server down over HTTP is off in prod: stop the service on its host (SIGTERM)",
+}
 
 
 # ---- route metadata ------------------------------------------------------------------------------------
@@ -195,6 +227,11 @@ def deny(handler: web.RequestHandler, error: Phase1Error) -> None:
     if wants_page(handler):
         login_redirect(handler, error)
         return
+    _refuse(handler, error)
+
+
+def _refuse(handler: web.RequestHandler, error: Phase1Error) -> None:
+    """Answer ``error`` as JSON with its status, pages included (no redirect)."""
     handler.clear()
     handler.set_status(error.status)
     handler.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -209,14 +246,23 @@ class GateMixin:
 
     async def prepare(self) -> None:
         ctx = self.settings["phase1"]  # type: ignore[attr-defined]
+        if not host_allowed(self):  # type: ignore[arg-type]  # as Jupyter would, before any session is looked up
+            _refuse(self, ForbiddenError("this Host is not this server's: refused"))  # type: ignore[arg-type]
+            return
         try:
             session = ctx.admin_session(self)
         except (AuthError, ForbiddenError) as error:
             deny(self, error)  # type: ignore[arg-type]
             return
+        refused = PROD_REFUSED.get(_qualified(original_class(type(self))))
+        if refused and ctx.settings.app_env == "prod":
+            deny(self, ForbiddenError(refused))  # type: ignore[arg-type]
+            return
         # Who is acting, for Voila kernels (HTTP_X_PHASE1_USER via VoilaConfiguration.http_header_envs): always
-        # the session's user, whatever header the client sent.
+        # the session's user, whatever header the client sent. The same user owns the kernels this request
+        # starts (the per-user cap of phase1lib.server.kernels).
         self.request.headers[USER_HEADER] = session.username  # type: ignore[attr-defined]
+        KERNEL_OWNER.set(session.username)
         result = super().prepare()  # type: ignore[misc]
         if result is not None:
             await result
@@ -224,6 +270,10 @@ class GateMixin:
             # Pages get Jupyter's _xsrf cookie up front: Voila's page reads it for the kernel-shutdown beacon
             # it sends when the tab closes (otherwise refused, and the kernel would outlive the tab).
             _ = self.xsrf_token  # type: ignore[attr-defined]
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 _GATED: dict[type, type] = {}

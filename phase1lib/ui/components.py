@@ -10,7 +10,7 @@ import base64
 import html
 import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,6 +163,25 @@ class Notice(widgets.HTML):
     @property
     def text(self) -> str:
         """The message without markup (for tests and logs)."""
+        return plain_text(self.value)
+
+
+class BadRecords(widgets.HTML):
+    """Stored runs that cannot be shown, each named with what is wrong and how to remove it (a warning box;
+    empty when there are none), so that one bad record never takes a dashboard down with it."""
+
+    def show(self, bad: Sequence[Mapping[str, Any]]) -> None:
+        if not bad:
+            self.value = ""
+            return
+        items = "".join(f"<li><code>{esc(b.get('run_id', '?'))}</code>: {esc(b.get('problem', 'unreadable'))} "
+                        f"(remove it with <code>phase1 runs delete {esc(b.get('run_id', '?'))}</code>)</li>"
+                        for b in bad)
+        self.value = (f'<div class="p1-notice p1-notice-warn">{len(bad)} stored run(s) cannot be shown:'
+                      f"<ul>{items}</ul></div>")
+
+    @property
+    def text(self) -> str:
         return plain_text(self.value)
 
 

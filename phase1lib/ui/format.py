@@ -13,6 +13,7 @@ from typing import Any
 
 from ..engine.gates import TIERS
 from ..project import CURRENCY_SYMBOLS
+from ..text import safe_display
 
 DASH = "–"
 TIER_ORDER = TIERS
@@ -109,7 +110,7 @@ def timestamp(value: Any) -> str:
         try:
             when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            return value
+            return safe_display(value)
     else:
         x = _finite(value)
         if x is None:
@@ -125,8 +126,8 @@ def yes_no(value: Any) -> str:
 
 
 def esc(text: Any) -> str:
-    """HTML-escape any value for widget HTML."""
-    return html.escape(str(text), quote=True)
+    """HTML-escape any value for widget HTML; characters no page can carry (a lone surrogate) shown escaped."""
+    return html.escape(safe_display(text), quote=True)
 
 
 def tier_slug(tier: str) -> str:

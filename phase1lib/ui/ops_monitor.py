@@ -15,6 +15,7 @@ import ipywidgets as widgets
 
 from .. import ops
 from ..errors import ConflictError, Phase1Error
+from ..runs import run_problem
 from .components import Notice, figure_card, grid_table, heading, kv_table, page
 from .context import AppContext, request_id
 from .format import DASH, esc, megabytes, number, pct, seconds, timestamp
@@ -40,9 +41,18 @@ def audit_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def run_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
-    return [[timestamp(r.get("created_at")), esc(r.get("title", "")), number(r.get("evaluated")),
-             seconds(r.get("elapsed_s")), esc(r.get("ruleset", "")), f"<code>{esc(r.get('run_id', ''))}</code>"]
-            for r in runs]
+    """One row per index entry; a bad record (see runs.run_problem) is a row naming it as bad, not an error."""
+    rows = []
+    for r in runs:
+        problem = run_problem(r)
+        if problem is not None:
+            rows.append([esc(timestamp(r.get("created_at"))) if isinstance(r, dict) else DASH,
+                         f'<span class="p1-bad">bad record: {esc(problem)}</span>', DASH, DASH, DASH,
+                         f"<code>{esc(r.get('run_id', '?') if isinstance(r, dict) else '?')}</code>"])
+            continue
+        rows.append([esc(timestamp(r.get("created_at"))), esc(r.get("title", "")), number(r.get("evaluated")),
+                     seconds(r.get("elapsed_s")), esc(r.get("ruleset", "")), f"<code>{esc(r.get('run_id'))}</code>"])
+    return rows
 
 
 class OpsMonitorDashboard:

@@ -21,8 +21,8 @@ from ..engine.runner import DEFAULT_SEED, DEFAULT_TOPN
 from ..errors import Phase1Error
 from ..project import Project, validate_project
 from ..ranges import parse_ranges
-from ..runs import list_runs, load_run
-from .components import Notice, heading, kv_table, page
+from ..runs import load_run, scan_runs
+from .components import BadRecords, Notice, heading, kv_table, page
 from .context import AppContext
 from .format import TIER_ORDER, esc, number, seconds, tier_badge, timestamp
 
@@ -65,6 +65,7 @@ class RunDashboard:
         self.notice = Notice()
         self.summary = widgets.HTML()
         self.runs = widgets.Select(options=[], rows=8, layout=widgets.Layout(width="820px"))
+        self.bad_runs = BadRecords()
         self.reopen_button = widgets.Button(description="Reopen", icon="folder-open",
                                             layout=widgets.Layout(width="110px"))
         self.reopen_button.on_click(lambda _b: self.reopen(self.runs.value))
@@ -84,7 +85,7 @@ class RunDashboard:
         controls = widgets.HBox([self.seed, self.topn, self.run_button, self.cancel_button],
                                 layout=widgets.Layout(align_items="center", grid_gap="8px"))
         bar = widgets.HBox([self.progress, self.progress_text], layout=widgets.Layout(align_items="center"))
-        earlier = widgets.VBox([heading("Earlier runs"), self.runs,
+        earlier = widgets.VBox([heading("Earlier runs"), self.runs, self.bad_runs,
                                 widgets.HBox([self.reopen_button, self.refresh_button])])
         return page("Run", self.ctx.user, self.inputs, controls, bar, self.notice, heading("Summary"),
                     self.summary, earlier)
@@ -218,8 +219,9 @@ class RunDashboard:
         self.refresh_runs()
 
     def refresh_runs(self) -> None:
-        """List the stored runs, newest first."""
-        metas = list_runs(self.ctx.home, limit=200)
+        """List the stored runs, newest first; name the ones that cannot be shown."""
+        metas, bad = scan_runs(self.ctx.home, limit=200)
+        self.bad_runs.show(bad)
         self.runs.options = [(run_label(m), m["run_id"]) for m in metas]
         if metas and self.runs.value is None:
             self.runs.value = metas[0]["run_id"]

@@ -17,9 +17,20 @@ from ..engine import RunResult, schedule
 from ..errors import Phase1Error
 from ..pricing import MARKET
 from ..project import Project, derive, parse_project
-from ..runs import list_runs, load_run
+from ..runs import load_run, scan_runs
 from . import charts
-from .components import Chart, Column, DownloadLink, Notice, SortableTable, grid_table, heading, kv_table, page
+from .components import (
+    BadRecords,
+    Chart,
+    Column,
+    DownloadLink,
+    Notice,
+    SortableTable,
+    grid_table,
+    heading,
+    kv_table,
+    page,
+)
 from .context import AppContext
 from .format import TIER_ORDER, esc, money, pct, ratio, tier_badge, years
 from .run import run_label, tier_counts_html
@@ -206,6 +217,7 @@ class SecuritisationDashboard:
         self.schedule: list[dict[str, Any]] = []
         self.notice = Notice()
         self.run_picker = widgets.Dropdown(description="Run", layout=widgets.Layout(width="760px"))
+        self.bad_runs = BadRecords()
         self.run_picker.observe(lambda ch: self.open_run(ch["new"]) if ch["new"] else None, names="value")
         self.header = widgets.HTML()
         self.table = SortableTable([], on_open=self.open_structure, open_label=lambda r: f"#{r['rank']}")
@@ -237,7 +249,7 @@ class SecuritisationDashboard:
                          layout=widgets.Layout(width="420px"))])
         actions = widgets.HBox([self.download_button, self.download_link],
                                layout=widgets.Layout(align_items="center", grid_gap="12px"))
-        return page("Securitisation", self.ctx.user, self.run_picker, self.header, self.notice,
+        return page("Securitisation", self.ctx.user, self.run_picker, self.bad_runs, self.header, self.notice,
                     heading("Top-N"), self.table, widgets.HBox([self.scatter, self.stack]),
                     self.detail_title, actions, self.download_notice, widgets.HBox([self.dscr_chart,
                                                                                     self.balance_chart]), detail)
@@ -245,7 +257,8 @@ class SecuritisationDashboard:
     # ---- runs ------------------------------------------------------------------------------------------------
     def refresh_runs(self) -> None:
         """Fill the run picker and open the workspace's current run (else the newest)."""
-        metas = list_runs(self.ctx.home, limit=200)
+        metas, bad = scan_runs(self.ctx.home, limit=200)
+        self.bad_runs.show(bad)
         self.run_picker.options = [(run_label(m), m["run_id"]) for m in metas]
         if not metas:
             self.notice.info("No runs yet: start one in Run.")
