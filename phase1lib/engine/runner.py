@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ import polars as pl
 from .. import ENGINE_VERSION
 from ..defaults import DEFAULT_SEED, DEFAULT_TOPN
 from ..errors import Phase1Error
+from ..jsonsafe import finite_or_none
 from ..pricing import MARKET
 from ..project import Project, default_closing_date
 from ..ranges import (
@@ -41,7 +43,6 @@ from .breakevens import breakeven_kpis
 from .cashflows import STRESS_NAMES
 from .evaluate import ENUMS, LIMITS, Context, context_for_grid, evaluate, search_hints, table_from_codes
 from .gates import TIERS
-from .memory import tune_allocator
 from .montecarlo import monte_carlo
 from .render import render_row, structure_of
 
@@ -118,6 +119,13 @@ def request_cohort_key(project: Project, ranges: Mapping[str, Any], seed: int, t
     key = {"project": canonical_project(project), "ranges": ranges, "seed": seed, "topn": topn, "sample": sample,
            "gates": gates}
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def default_workers(requested: int | None = None) -> int:
+    """Worker threads for a run: as asked, else the machine's cores (at most 4)."""
+    if requested is not None:
+        return max(1, requested)
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def chunk_rows(n_periods: int, chunk_size: int | None) -> int:
@@ -291,7 +299,6 @@ def run(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED
         cancel: threading.Event | None = None, today: dt.date | None = None) -> RunResult:
     """Run the engine over a range request and rank the Top-N (see module docstring)."""
     started = time.perf_counter()
-    tune_allocator()
     rs = ruleset or load_ruleset()
     if isinstance(topn, bool) or not isinstance(topn, int) or not 1 <= topn <= 1000:
         from ..errors import FieldError, InputError
@@ -339,10 +346,7 @@ def run(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED
 
 def _top_entry(rendered: Mapping[str, Any], rank: int, breach: float, p5: float,
                extra: Mapping[str, Any]) -> dict[str, Any]:
-    kpis = dict(rendered["kpis"], mc_breach_probability=_finite(breach), mc_p5_min_dscr=_finite(p5), **extra)
+    kpis = dict(rendered["kpis"], mc_breach_probability=finite_or_none(breach), mc_p5_min_dscr=finite_or_none(p5),
+                **extra)
     return {"rank": rank, "permutation_index": rendered["permutation_index"],
             "permutation_id": rendered["permutation_id"], "structure": rendered["structure"], "kpis": kpis}
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None

@@ -11,11 +11,11 @@ from typing import Any
 from ... import service
 from ...defaults import DEFAULT_TOPN
 from ...engine.runner import RunResult
-from ...errors import BusyError, DisabledError, FieldError, InputError, NotFoundError
+from ...errors import BusyError, FieldError, InputError, NotFoundError
 from ...presets import preset_ranges, preset_ruleset
 from ...project import Project, parse_project
 from ...ranges import precheck_guardrail
-from ...runs import load_run
+from ...workspace import Workspace
 from .base import Phase1Handler, unknown_fields
 
 MAX_SEED = 2**63 - 1
@@ -30,11 +30,16 @@ class BusinessHandler(Phase1Handler):
     def store(self):
         return self.ctx.store
 
+    @property
+    def workspace(self) -> Workspace:
+        """The user's workspace: the same hand-over (project, last run) as the dashboards'."""
+        return Workspace(self.ctx.store, self.session.username)
+
     def session_data(self) -> dict[str, Any]:
-        return self.ctx.auth.get_session_data(self.session.session_id)
+        return self.workspace.get()
 
     def remember(self, **updates: Any) -> None:
-        self.ctx.auth.set_session_data(self.session.session_id, updates)
+        self.workspace.update(**updates)
 
     def resolve_project(self, raw: Any) -> tuple[Project, str]:
         """The request's project, else the session's validated one, else the configured default sample."""
@@ -192,11 +197,7 @@ class Top20Handler(BusinessHandler):
         await self.answer(self.top20)
 
     def top20(self) -> dict[str, Any]:
-        result = load_run(self.last_run_id(), frame=False)
-        m = result.meta
-        return {"run_id": result.run_id, "title": m["project"]["title"], "seed": m["seed"],
-                "cardinality": m["cardinality"], "evaluated": m["evaluated"], "counts": m["counts"],
-                "ruleset": m["ruleset"]["version"], "created_at": m["created_at"], "top": result.top[:20]}
+        return service.run_top(self.store, self.last_run_id(), 20)
 
 
 class ExportHandler(BusinessHandler):
@@ -209,11 +210,7 @@ class ExportHandler(BusinessHandler):
         if rank < 1:
             raise InputError([FieldError("rank", f"must be a whole number from 1 (got {rank_text!r})")], "export")
         run_id = await self.in_worker(self.last_run_id)
-        try:
-            content, filename, media_type = await self.in_pool(service.export_term_sheet, self.store, run_id,
-                                                               rank, fmt)
-        except ImportError as error:
-            raise DisabledError(f"term-sheet export is not available in this build ({error})") from None
+        content, filename, media_type = await self.in_pool(service.export_term_sheet, self.store, run_id, rank, fmt)
         self.set_header("Content-Type", media_type)
         disposition = "inline" if fmt == "json" else "attachment"
         self.set_header("Content-Disposition", f"{disposition}; filename=\"{filename}\"")

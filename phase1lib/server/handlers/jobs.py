@@ -7,7 +7,6 @@ from typing import Any
 from ... import service
 from ...engine.runner import RunResult
 from ...errors import ConflictError, NotFoundError
-from ...runs import load_run
 from ..jobs import public_job
 from .api import BusinessHandler, parse_run_request
 
@@ -56,7 +55,7 @@ class ResultHandler(JobHandler):
             detail = f": {job['error']}" if job.get("error") else f" ({job['progress'] * 100:.0f} %)"
             raise ConflictError(f"job {job_id} is {job['state']}{detail}", state=job["state"],
                                 progress=job["progress"], job_error=job.get("error"))
-        result = await self.in_pool(load_run, job["run_id"], frame=False)
+        result = await self.in_pool(service.open_run, self.store, job["run_id"], frame=False)
         await self.answer(self.result_answer, result, job_id)
 
     def result_answer(self, result: RunResult, job_id: str) -> dict[str, Any]:
