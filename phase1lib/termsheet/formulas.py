@@ -210,6 +210,7 @@ class Line:
     unit: str = ""
     note: str = ""
     key: bool = False
+    wide: bool = False  # text that runs on to the right (left-aligned), e.g. a list of failed checks
     options: Sequence[str] | None = None  # a list validation for an input
 
 
@@ -250,7 +251,7 @@ class Rows:
         if line.name:
             book.put(ws, self.row, c + 1, line.name).font = FONT_KEY
         cell = book.put(ws, self.row, c + 2, line.value, line.fmt, name=line.name, role=line.role, bold=line.key)
-        if isinstance(line.value, str) and not isinstance(line.value, Formula | ArrayFormula):
+        if line.wide or (isinstance(line.value, str) and not isinstance(line.value, Formula | ArrayFormula)):
             cell.alignment = Alignment(horizontal="left", indent=1)
         if line.key:
             cell.fill = FILL_KEY

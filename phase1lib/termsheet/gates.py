@@ -86,9 +86,9 @@ def write_gates(book: Book, ws: Worksheet, src: Source) -> None:
     rows.section("Results")
     rows.lines([
         Line("Failed checks, gate A (feasibility)", F(_failure_list(checks, first, first, a_last)), None,
-             "gate_a_failures"),
+             "gate_a_failures", wide=True),
         Line("Failed checks, gate B (credit)", F(_failure_list(checks, first, a_last + 1, last)), None,
-             "gate_b_failures"),
+             "gate_b_failures", wide=True),
         Line("Failures", F("=SUMPRODUCT(--gate_failed)"), "int", "failures"),
         Line("Viable (no failure)", F("=failures=0"), None, "viable", key=True),
         Line("Near miss",

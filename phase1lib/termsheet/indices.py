@@ -36,7 +36,7 @@ def index_columns(src: Source) -> list[Column]:
     base, lender, side = "Base case", "Lender case", "Sidecar"
     cols = [
         Column("lease_year", "Lease\nyear", "Year", "int", 6.5, values=list(range(1, years + 1))),
-        Column("hedged", "Hedged\n(y <= H)", "Year", "int", 8, "=IF({lease_year}<=zcis_tenor_years,1,0)"),
+        Column("hedged", "Hedged\n(y <= H)", "ZCIS", "int", 8, "=IF({lease_year}<=zcis_tenor_years,1,0)"),
         Column("lender_growth", "Rent growth", lender, "pct4", 10,
                '=IF({lease_year}>=lease_years,"",IF(OR(indexation_basis="flat",indexation_mode="flat"),0,'
                "IF({hedged}=1,locked_rate,cpi_floor)))"),

@@ -11,6 +11,7 @@ from openpyxl.styles import Alignment
 from openpyxl.worksheet.worksheet import Worksheet
 
 from ..engine.cashflows import STRESS_NAMES
+from ..engine.irr import MAX_ITER
 from .formulas import Line, PeriodTable, Rows
 from .printing import page_setup, paginate
 from .sizing import KV_WIDTHS
@@ -18,7 +19,8 @@ from .source import Source
 from .styles import FONT_NOTE, LEGEND, ArrayFormula, Book, Formula, header_row, rule_below, title, widths
 
 F = Formula
-NEWTON_ROWS = 40  # Newton from a Halley step converges in a few steps; the rest repeat the root
+NEWTON_ROWS = MAX_ITER  # the engine's iteration limit (D33); converged rows repeat the root
+SHOWN_ROWS = 10  # the rest are grouped and hidden (Excel's and LibreOffice's outline +)
 
 #: Every named output of the model with its number format: what a lender re-runs (issue 13).
 OUTPUTS: tuple[tuple[str, str | None], ...] = (
@@ -138,7 +140,11 @@ def _irr(rows: Rows, cash: PeriodTable) -> None:
                  "factor")
         rule_below(ws, r, 1, 5)
     last = first + NEWTON_ROWS - 1
+    ws.row_dimensions.group(first + SHOWN_ROWS, last, outline_level=1, hidden=True)
     rows.row = last + 1
+    book.put(ws, rows.row, 1, f"Steps {SHOWN_ROWS + 1}-{NEWTON_ROWS} are grouped (outline +): once converged they "
+                              "repeat the root.").font = FONT_NOTE
+    rows.row += 1
     equity = f"'Cash Flows'!${cash.letters['equity_flow']}${cash.row0}:${cash.letters['equity_flow']}${cash.last}"
     rows.lines([
         Line("Root x (the last row)", F(f"=E{last}"), "factor", "irr_x"),

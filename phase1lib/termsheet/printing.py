@@ -153,7 +153,7 @@ def paginate(ws: Worksheet, column_widths: Sequence[float], last_row: int, headi
     blocks = {first: last for first, last in keep}
     used = 0.0
     for r in range(1, last_row + 1):
-        height = ws.row_dimensions[r].height or ROW_PT
+        height = 0.0 if ws.row_dimensions[r].hidden else ws.row_dimensions[r].height or ROW_PT
         need = height + 3 * ROW_PT if r in headings else height
         if r in blocks:
             need = max(need, sum(ws.row_dimensions[q].height or ROW_PT for q in range(r, blocks[r] + 1)))

@@ -43,11 +43,13 @@ def write_sensitivity(book: Book, ws: Worksheet, src: Source) -> None:
     headings: list[int] = []
     row = _stress_grid(book, ws, src, 4, headings)
     row = _monte_carlo(book, ws, src, row + 1, headings)
-    row = _two_way(book, ws, src, row + 1, headings)
+    two_way = row + 1
+    row = _two_way(book, ws, src, two_way, headings)
     ws.conditional_formatting.add(f"A1:M{row}", CellIsRule(operator="equal", formula=['"Fail"'], font=FAIL_FONT))
     ws.conditional_formatting.add(f"A1:M{row}", CellIsRule(operator="equal", formula=['"Pass"'], font=PASS_FONT))
     page_setup(ws, src.footer())
-    paginate(ws, SENS_WIDTHS, row, headings)
+    table = two_way + AXIS + 5  # the long table's header: the matrix and the table each print on one page
+    paginate(ws, SENS_WIDTHS, row, headings, [(two_way, table - 1), (table, row)])
 
 
 def _stress_grid(book: Book, ws: Worksheet, src: Source, row: int, headings: list[int]) -> int:

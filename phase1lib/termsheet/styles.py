@@ -95,6 +95,11 @@ def money_width(currency: str, amount: float, minimum: float = 9.0) -> float:
     return max(minimum, round(1.3 * len(text) + 1.5, 1))
 
 
+def literal(text: str) -> str:
+    """A text as a string literal inside a formula ("" for each quote), so ruleset text cannot break out of it."""
+    return '"' + _ILLEGAL.sub(" ", text).replace('"', '""') + '"'
+
+
 def footer_text(value: str) -> str:
     """Text for a header or footer: "&" starts a code there (&P page, &D date), so a literal one is "&&"."""
     return _ILLEGAL.sub(" ", value).replace("&", "&&")

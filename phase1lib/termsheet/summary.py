@@ -40,6 +40,7 @@ from .styles import (
     THIN,
     Book,
     Formula,
+    literal,
 )
 
 F = Formula
@@ -204,7 +205,8 @@ def _repo_gates(panel: Panel, src: Source) -> None:
     if amortising is None:
         panel.line(f"{p.country} rule", v(f"jurisdiction: {p.country} has no repo rules"), wide=True)
     else:
-        text = (f'=IF(is_bullet,"bullet: {_rule_text(bullet)}","amortising: {_rule_text(amortising)}")')
+        text = (f"=IF(is_bullet,{literal('bullet: ' + _rule_text(bullet))},"
+                f"{literal('amortising: ' + _rule_text(amortising))})")
         panel.line(f"{p.country} rule", v(F(text)), wide=True)
     for reason in k["repo_reasons"]:
         panel.line("Fails (engine, at export)", v(reason, role="engine"), wide=True)
@@ -216,7 +218,8 @@ def _repo_gates(panel: Panel, src: Source) -> None:
             panel.line("Failure (engine, at export)",
                        v(f"{f['check']}: {_num_text(f['value'])} vs {_num_text(f['threshold'])}", role="engine"),
                        wide=True)
-    panel.line("Tier (live) / in the run", v(F(f'=tier&" / {k["tier"]} in the run"')), wide=True, key=True)
+    panel.line("Tier (live) / in the run", v(F(f"=tier&{literal(' / ' + k['tier'] + ' in the run')}")), wide=True,
+               key=True)
     panel.line("Near miss / hint (engine)", v(k["hint"] if k["near_miss"] and k["hint"] else "—", role="engine"),
                wide=True)
 
