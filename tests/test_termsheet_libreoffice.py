@@ -198,6 +198,8 @@ def cases() -> dict[str, Case]:
         Case("flex-bullet-io", current, 1, {"senior_amort": "bullet", "io_months": 12, "senior_tenor": 15}),
         Case("flex-level-wrap-mezz", ashburn, 1, {"senior_amort": "level", "wrap": True, "mezz_amort": "sculpted"}),
         Case("flex-sidecar-io", current, 1, {"indexation_mode": "flat", "io_months": 24}),
+        Case("flex-mezz-on-wrap", current, 1, {"mezz_on": True, "wrap": True}),  # the project's mezz defaults
+        Case("flex-tenant-rating", current, 1, {"tenant_rating": "A", "senior_dscr": 1.3}),  # another tenant row
         Case("flex-io-covers-the-note", current, 1, {"senior_tenor": 10, "io_months": 120}),  # D12: no senior debt
     ]
     return {c.name: c for c in out}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import replace
 
 from openpyxl.worksheet.worksheet import Worksheet
 
@@ -103,8 +104,6 @@ def _fit(src: Source, col: Column) -> Column:
     """Column width: the header's minimum, or the widest formatted amount (totals in bold) with padding."""
     if col.fmt != "money_whole":
         return col
-    from dataclasses import replace
-
     rows, k = src.schedule, src.kpis
     key = _WIDTH_FROM.get(col.key, col.key)
     if col.key in ("dsra_release", "residual"):

@@ -13,6 +13,8 @@ The limits are one block (named ``senior_limits``): ruleset v2's ``ltv`` limit i
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from openpyxl.worksheet.worksheet import Worksheet
 
 from .formulas import Column, Line, PeriodTable, Rows, period_title, write_period_table
@@ -172,8 +174,6 @@ def _mezz(rows: Rows) -> None:
 
 def flow_columns(src: Source) -> list[Column]:
     """Per-period working of the sizing: senior then mezzanine."""
-    from dataclasses import replace
-
     n = src.n_periods
     s, m, z = "Senior capacity", "Senior service", "Mezzanine room"
     r = src.detail["all_in_rate"] / src.ppy

@@ -225,7 +225,7 @@ def _repo_gates(panel: Panel, src: Source) -> None:
 
 
 def _transaction(panel: Panel, src: Source) -> None:
-    p, m, d = src.project, src.run.meta, src.derived
+    p, m = src.project, src.run.meta
     created = dt.datetime.fromisoformat(m["created_at"].replace("Z", "+00:00")).replace(tzinfo=None)
     panel.heading("Transaction")
     panel.line("Jurisdiction / currency", v(f"{p.country} / {p.currency}"))
@@ -238,7 +238,6 @@ def _transaction(panel: Panel, src: Source) -> None:
     panel.line("Ruleset / engine", v(f"{m['ruleset']['version']} ({m['ruleset']['sha256'][:12]}) / "
                                      f"{m['engine_version']}", role="fixed"))
     panel.line("Run timestamp", v(created, "datetime", "fixed"))
-    del d
 
 
 def _sidecar_dsra(panel: Panel) -> None:
