@@ -3,11 +3,13 @@
 By default it starts its own server (APP_ENV=prod, a temporary PHASE1_HOME, one admin per client created
 with `phase1 admin create-user`), logs every client in with password and TOTP, and for ``--duration``
 seconds each client POSTs /api/phase1/run with the phase2_10k preset (9,568 permutations) and a seed of
-its own per request, so every request is a real engine run (the run cache never answers). It reports
-p50 / p95 / p99 latency, throughput and errors, and writes them into docs/performance.md ("HTTP").
+its own per request, so every request is a real engine run (the run cache never answers). It measures the
+in-process baseline (PHASE1_RUN_PROCESSES=0: the engine in the server's run threads) and then the engine
+processes (one per core), ``--repeats`` rounds each, and reports p50 / p95 / p99 latency, throughput and errors
+as min / median / max over the rounds into docs/performance.md ("HTTP").
 
-    .venv/bin/python benchmarks/http.py                      # 4 clients, 60 s, own server
-    .venv/bin/python benchmarks/http.py --duration 20 --no-doc
+    .venv/bin/python benchmarks/http.py                      # 4 clients, 3 x 60 s per configuration
+    .venv/bin/python benchmarks/http.py --duration 20 --repeats 1 --no-doc
     .venv/bin/python benchmarks/http.py --same-seed          # measure the run cache instead
     .venv/bin/python benchmarks/http.py --url http://127.0.0.1:8866/   # a running dev server (loopback)
 """
@@ -96,9 +98,10 @@ class Client:
         assert status == 200, body
 
 
-def start_server(workdir: Path, clients: int, run_workers: int) -> tuple[subprocess.Popen, str, list[dict[str, str]]]:
+def start_server(workdir: Path, clients: int, run_workers: int, processes: int
+                 ) -> tuple[subprocess.Popen, str, list[dict[str, str]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHASE1_")}
-    env["PHASE1_RUN_WORKERS"] = str(run_workers)
+    env.update(PHASE1_RUN_WORKERS=str(run_workers), PHASE1_RUN_PROCESSES=str(processes))
     env.update(APP_ENV="prod", PHASE1_HOME=str(workdir / "home"), PHASE1_ADMIN_TOKEN=secrets.token_urlsafe(40),
                PHASE1_COOKIE_SECRET=secrets.token_urlsafe(40), JUPYTER_CONFIG_DIR=str(workdir / "jupyter"),
                JUPYTER_RUNTIME_DIR=str(workdir / "runtime"))
@@ -196,30 +199,62 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; {platform.platform()}"
 
 
-def render(r: dict[str, Any], own_server: bool) -> str:
-    verdict = "met" if r["p95_s"] < 1.0 and r["errors"] == 0 else "NOT met"
+#: Issue 17's targets: 4 clients x phase2_10k, p95 at most 0.5 s, at least 2x the 5.5 runs/s of one process.
+TARGET_P95_S, TARGET_RPS = 0.5, 11.0
+FIGURES = ("throughput_rps", "p50_s", "p95_s", "p99_s", "max_s", "engine_p50_s")
+
+
+def spread(values: list[float]) -> tuple[float, float, float]:
+    """(min, median, max) of the repeats."""
+    import statistics
+
+    return min(values), statistics.median(values), max(values)
+
+
+def summarise(config: str, repeats: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"config": config, "repeats": len(repeats),
+                           "requests": sum(r["requests"] for r in repeats),
+                           "errors": sum(r["errors"] for r in repeats),
+                           "error_samples": [e for r in repeats for e in r["error_samples"]][:5]}
+    for key in FIGURES:
+        out[key] = spread([r[key] for r in repeats])
+    return out
+
+
+def cell(values: tuple[float, float, float], digits: int) -> str:
+    return " / ".join(f"{v:.{digits}f}" for v in values)
+
+
+def render(results: list[dict[str, Any]], args: argparse.Namespace, own_server: bool) -> str:
     what = ("a new seed per request, so every request is a full engine run and its Parquet write"
-            if r["vary_seed"] else "the same seed every time, so after the first run the run cache answers")
-    server = (f"its own `phase1 serve` (APP_ENV=prod, SQLite store, run pool of {r['run_workers']} threads), each "
-              "client logged in with password + TOTP" if own_server else "a running server")
-    return "\n".join([
+            if not args.same_seed else "the same seed every time, so after the first run the run cache answers")
+    server = ("its own `phase1 serve` per configuration (APP_ENV=prod, SQLite store, "
+              f"{args.run_workers} run threads), each client logged in with password + TOTP"
+              if own_server else "a running server")
+    lines = [
         START, "",
-        f"`benchmarks/http.py`: {r['clients']} concurrent clients for {r['duration_s']:.0f} s against {server}; "
-        f"each POSTs `/api/phase1/run` with preset `{r['preset']}` (9,568 permutations) and {what}. "
-        f"Latency is the client's, request sent to answer read.", "",
+        f"`benchmarks/http.py`: {args.clients} concurrent clients for {args.duration:.0f} s, {args.repeats} repeats "
+        f"per configuration, against {server}; each POSTs `/api/phase1/run` with preset `{args.preset}` and {what}. "
+        "Latency is the client's, request sent to answer read. Each cell: min / median / max over the repeats.", "",
         f"Machine: {machine()}.", "",
-        "| clients | requests | errors | throughput (runs/s) | p50 s | p95 s | p99 s | max s | engine p50 s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {r['clients']} | {r['requests']:,} | {r['errors']} | {r['throughput_rps']:.2f} | {r['p50_s']:.3f} | "
-        f"{r['p95_s']:.3f} | {r['p99_s']:.3f} | {r['max_s']:.3f} | {r['engine_p50_s']:.3f} |", "",
-        f"Target p95 under 1 s with no errors: **{verdict}**.", "",
-        f"Reading: engine work runs in the server's thread pool, in one Python process, so concurrent runs share "
-        f"the interpreter; the server completes about {r['throughput_rps']:.1f} runs/s however many clients ask, "
-        f"and a client waits roughly clients / throughput ({r['clients']} / {r['throughput_rps']:.1f} = "
-        f"{r['clients'] / max(r['throughput_rps'], 1e-9):.2f} s here). The engine time of a run under this load "
-        f"(engine p50) is several times its time alone, so faster engine runs lower the latency directly.", "",
-        END,
-    ])
+        "| configuration | requests | errors | throughput (runs/s) | p50 s | p95 s | p99 s | engine p50 s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(f"| {r['config']} | {r['requests']:,} | {r['errors']} | {cell(r['throughput_rps'], 2)} | "
+                     f"{cell(r['p50_s'], 3)} | {cell(r['p95_s'], 3)} | {cell(r['p99_s'], 3)} | "
+                     f"{cell(r['engine_p50_s'], 3)} |")
+    lines.append("")
+    if len(results) == 2:
+        before, after = results
+        ratio = after["throughput_rps"][1] / max(before["throughput_rps"][1], 1e-9)
+        lines.append(f"Median throughput, {after['config']} over {before['config']} (same run): **{ratio:.2f}x**.")
+        lines.append("")
+    last = results[-1]
+    met = last["p95_s"][2] <= TARGET_P95_S and last["throughput_rps"][0] >= TARGET_RPS and last["errors"] == 0
+    lines += [f"Targets for {last['config']} (p95 ≤ {TARGET_P95_S} s in every repeat, throughput ≥ {TARGET_RPS} "
+              f"runs/s in every repeat, no errors): **{'met' if met else 'NOT met'}**.", "", END]
+    return "\n".join(lines)
 
 
 def write_doc(block: str) -> None:
@@ -231,34 +266,53 @@ def write_doc(block: str) -> None:
     DOC.write_text(head + block + tail)
 
 
+def measure(tmp: Path, args: argparse.Namespace, processes: int | None) -> list[dict[str, Any]]:
+    """``args.repeats`` benchmark rounds against one server with ``processes`` engine processes (None: a
+    running server at ``args.url``)."""
+    proc = None
+    try:
+        if processes is None:
+            url, admins = args.url.rstrip("/"), None
+        else:
+            proc, url, admins = start_server(tmp, args.clients, args.run_workers, processes)
+        return [bench(url, admins, args.clients, args.duration, args.preset, not args.same_seed)
+                for _ in range(args.repeats)]
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="benchmark a running server (dev mode from loopback: no login needed)")
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per repeat (default 60)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per configuration (default 3)")
     parser.add_argument("--preset", default="phase2_10k")
     parser.add_argument("--same-seed", action="store_true", help="same seed every request: measures the run cache")
-    parser.add_argument("--run-workers", type=int, default=4, help="the server's run pool (PHASE1_RUN_WORKERS)")
+    parser.add_argument("--run-workers", type=int, default=4, help="the server's run threads (PHASE1_RUN_WORKERS)")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                        help="engine processes of the measured server (PHASE1_RUN_PROCESSES; default: one per core)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the in-process baseline (PHASE1_RUN_PROCESSES=0) measured first")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not edit docs/performance.md")
     args = parser.parse_args()
-    proc = None
-    with tempfile.TemporaryDirectory(prefix="phase1-http-bench-") as tmp:
-        try:
-            if args.url:
-                url, admins = args.url.rstrip("/"), None
-            else:
-                proc, url, admins = start_server(Path(tmp), args.clients, args.run_workers)
-            result = bench(url, admins, args.clients, args.duration, args.preset, not args.same_seed)
-            result["run_workers"] = None if args.url else args.run_workers
-        finally:
-            if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-    print(json.dumps(result, indent=2))
-    block = render(result, own_server=not args.url)
+    results = []
+    if args.url:
+        results.append(summarise("running server", measure(Path("."), args, None)))
+    else:
+        configs = ([] if args.no_baseline else [0]) + [args.processes]
+        for processes in configs:
+            name = ("engine in the server process (threads)" if processes == 0
+                    else f"{processes} engine processes")
+            with tempfile.TemporaryDirectory(prefix="phase1-http-bench-") as tmp:
+                results.append(summarise(name, measure(Path(tmp), args, processes)))
+    print(json.dumps(results, indent=2))
+    block = render(results, args, own_server=not args.url)
     print(block)
     if not args.no_doc:
         write_doc(block)

@@ -28,6 +28,18 @@ class Phase1Error(Exception):
     def to_dict(self) -> dict[str, Any]:
         return {"error": self.kind, "message": str(self)}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as message plus attributes (subclasses' constructors differ), so that an error raised in an
+        engine process or a Dask worker arrives as itself."""
+        return _rebuild_error, (type(self), self.args, dict(self.__dict__))
+
+
+def _rebuild_error(cls: type[Phase1Error], args: tuple[Any, ...], state: dict[str, Any]) -> Phase1Error:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class InputError(Phase1Error):
     """Invalid input: a list of field errors, all of them, not only the first."""

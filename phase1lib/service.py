@@ -35,6 +35,8 @@ from .store import Store
 from .text import text_problem
 
 Progress = Callable[[int, int], None]
+#: What runs the engine and saves the run (:func:`compute_run`'s signature), here or in an engine process.
+Compute = Callable[..., RunResult]
 #: Index entries read to reconcile the catalogue (far more than a workbench keeps).
 INDEX_SCAN = 100_000
 
@@ -116,9 +118,13 @@ def execute_run(store: Store, project: Project, ranges: Mapping[str, Any], *, se
                 topn: int = DEFAULT_TOPN, sample: int | None = None, workers: int = 1,
                 progress: Progress | None = None, cancel: threading.Event | None = None,
                 home: Path | None = None, ruleset: str | None = None, actor: str | None = None,
-                request_id: str | None = None, preset: str | None = None, plan: RunPlan | None = None) -> RunResult:
+                request_id: str | None = None, preset: str | None = None, plan: RunPlan | None = None,
+                compute: Compute | None = None) -> RunResult:
     """Run (or find the stored run of) a range request; persist, index and measure it. ``plan``: one the caller
-    made already with :func:`plan_run` (the same inputs), so a run is planned once."""
+    made already with :func:`plan_run` (the same inputs), so a run is planned once. ``compute``: where the
+    engine runs and the run is saved (default :func:`compute_run` in this process; the server passes its
+    engine processes')."""
+    compute = compute or compute_run
     started = time.perf_counter()
     count = None
     try:
@@ -130,12 +136,9 @@ def execute_run(store: Store, project: Project, ranges: Mapping[str, Any], *, se
             if progress:
                 progress(count, count)
         else:
-            result = run(project, ranges, seed=plan.seed, topn=topn, sample=sample, workers=workers,
-                         ruleset=plan.ruleset, gates=plan.gates, chunked=plan.chunked, progress=progress,
-                         cancel=cancel)
-            persist_started = time.perf_counter()
-            save_run(result, home)
-            result.meta["timings"]["persist_s"] = round(time.perf_counter() - persist_started, 6)
+            result = compute(project, ranges, seed=plan.seed, topn=topn, sample=sample, workers=workers,
+                             ruleset=plan.ruleset, gates=plan.gates, chunked=plan.chunked, progress=progress,
+                             cancel=cancel, home=home)
             store.index_run(run_record(result))
     except Phase1Error as error:
         if not is_refusal(error):  # a refused input, a switched-off flag or a cancel is no failed run
@@ -145,6 +148,19 @@ def execute_run(store: Store, project: Project, ranges: Mapping[str, Any], *, se
         ops.record_metric(store, "run", time.perf_counter() - started, False, count)
         raise
     ops.record_metric(store, "run", time.perf_counter() - started, True, count)
+    return result
+
+
+def compute_run(project: Project, ranges: Mapping[str, Any], *, seed: int, topn: int, sample: int | None,
+                workers: int, ruleset: Ruleset, gates: bool, chunked: bool, progress: Progress | None,
+                cancel: threading.Event | None, home: Path | None) -> RunResult:
+    """Run the engine on a planned request and save the run atomically under ``home``: the part of a run
+    that may happen in another process (it touches no store)."""
+    result = run(project, ranges, seed=seed, topn=topn, sample=sample, workers=workers, ruleset=ruleset,
+                 gates=gates, chunked=chunked, progress=progress, cancel=cancel)
+    persist_started = time.perf_counter()
+    save_run(result, home)
+    result.meta["timings"]["persist_s"] = round(time.perf_counter() - persist_started, 6)
     return result
 
 

@@ -23,6 +23,8 @@ APP_ENVS = ("dev", "prod")
 KERNEL_MODES = ("auto", "numpy", "c")
 DEFAULT_MAX_PERMUTATIONS = 250_000
 DEFAULT_MAX_PORTFOLIO_PERMUTATIONS = 5_000_000
+#: The server's engine processes: one per core (at most 8), so runs scale with the machine.
+DEFAULT_RUN_PROCESSES = min(os.cpu_count() or 1, 8)
 #: Environment variables naming the logged-in admin of a dashboard kernel (set by the server for Voila).
 USER_ENVS = ("HTTP_X_PHASE1_USER", "PHASE1_USER")
 _PREFIXES = ("PHASE1_", "HTTP_X_PHASE1_")
@@ -52,6 +54,8 @@ class Settings:
     default_project: Path | None = None
     secure_cookies: bool | None = None
     run_workers: int = 4
+    #: Engine processes of the server (0: runs in the server process's run threads).
+    run_processes: int = DEFAULT_RUN_PROCESSES
     max_pending_runs: int = 16
     terminals: bool = True
     max_kernels_per_user: int = 4
@@ -94,6 +98,7 @@ class Settings:
             default_project=Path(env["PHASE1_DEFAULT_PROJECT"]) if env.get("PHASE1_DEFAULT_PROJECT") else None,
             secure_cookies=p.flag("PHASE1_SECURE_COOKIES"),
             run_workers=p.integer("PHASE1_RUN_WORKERS", 4, 1, 64),
+            run_processes=p.integer("PHASE1_RUN_PROCESSES", DEFAULT_RUN_PROCESSES, 0, 64),
             max_pending_runs=p.integer("PHASE1_MAX_PENDING_RUNS", 16, 1, 10_000),
             terminals=terminals if terminals is not None else app_env != "prod",
             max_kernels_per_user=p.integer("PHASE1_MAX_KERNELS_PER_USER", 4, 1, 1000),

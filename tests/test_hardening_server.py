@@ -156,7 +156,7 @@ def test_the_guides_commands_as_written_end_with_an_xlsx_term_sheet(server: Serv
     top = json.loads(bodies[3].read_text())["top"]
     assert len(top) == 20 and top[0]["rank"] == 1
     book = openpyxl.load_workbook(io.BytesIO(bodies[4].read_bytes()))  # the flow ends with an xlsx term sheet
-    assert book["Assumptions"]["C5"].value == "Slough DC Delta"
+    assert book["Term Sheet"]["A1"].value == "Indicative term sheet — Slough DC Delta"
     flags = json.loads(bodies[7].read_text())
     assert flags["flags"]["reverse_dscr_engine"] is True
     audit = server.cli("ops", "audit", "--n", "10")

@@ -19,12 +19,14 @@ from pathlib import Path
 from tornado import web
 
 from .. import auth as auth_mod
-from .. import settings
 from ..auth import Auth, Session
 from ..errors import AuthError, ForbiddenError, Phase1Error
 from ..project import Project, load_project
 from ..samples import DEFAULT_PROJECT, sample_path
+from ..service import Compute, compute_run
+from ..settings import get as process_settings
 from ..store import Store, open_store
+from .engine_pool import EnginePool
 from .kernels import KernelLimits
 
 log = logging.getLogger("phase1lib.server")
@@ -47,6 +49,9 @@ class ServerSettings:
     #: True / False forces the Secure cookie attribute; None sets it when the request came over https.
     secure_cookies: bool | None = None
     run_workers: int = 4
+    #: Engine processes (PHASE1_RUN_PROCESSES, default one per core): runs scale with cores; 0 keeps the engine
+    #: in this process's run threads.
+    run_processes: int = 0
     max_pending_runs: int = 16
     max_body_bytes: int = 1_048_576
     started_at: float = field(default_factory=time.time)
@@ -61,13 +66,14 @@ class ServerSettings:
     def from_env(cls, root_dir: Path, dashboards_dir: Path | None = None, default_project: Path | None = None,
                  env: Mapping[str, str] | None = None) -> ServerSettings:
         """The server's options from the command line and the process settings (phase1lib.settings)."""
-        config = settings.get(env)
+        config = process_settings(env)
         root = Path(root_dir).resolve()
         dashboards = Path(dashboards_dir or config.dashboards or root / "dashboards").resolve()
         default_project = default_project or config.default_project
         return cls(app_env=config.app_env, root_dir=root, dashboards_dir=dashboards,
                    default_project=Path(default_project).resolve() if default_project else SAMPLE_PROJECT,
                    secure_cookies=config.secure_cookies, run_workers=config.run_workers,
+                   run_processes=min(config.run_processes, config.run_workers),
                    max_pending_runs=config.max_pending_runs, terminals=config.terminals,
                    kernel_limits=KernelLimits.from_settings(config), allowed_hosts=config.allowed_hosts)
 
@@ -109,6 +115,9 @@ class Phase1Context:
         self.ops_token_generated = ops_token is None and auth_mod.ops_token_generated(env)
         self.ops_token = ops_token or auth_mod.ops_token(env)
         self.executor = ThreadPoolExecutor(max_workers=settings.run_workers, thread_name_prefix="phase1-run")
+        #: The engine processes the run threads hand runs to (None: the run threads compute themselves).
+        self.engines = (EnginePool(settings.run_processes, process_settings(env).home)
+                        if settings.run_processes else None)
         self.auth_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="phase1-auth")
         #: Request work that is not a run (parsing, validation, counting, store actions, large answers).
         self.work_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="phase1-work")
@@ -207,9 +216,16 @@ class Phase1Context:
         except (AuthError, ForbiddenError):
             return None
 
+    @property
+    def compute(self) -> Compute:
+        """Where this server's runs execute (service.execute_run's ``compute``)."""
+        return self.engines.compute if self.engines is not None else compute_run
+
     def close(self) -> None:
         self.shutting_down.set()
         self.jobs.shutdown("cancelled: the server was shut down")
+        if self.engines is not None:
+            self.engines.close()
         self.auth_executor.shutdown(wait=True, cancel_futures=True)
         self.work_executor.shutdown(wait=True, cancel_futures=True)
         self.health_executor.shutdown(wait=True, cancel_futures=True)

@@ -1,4 +1,5 @@
-"""Background runs: ``run/submit`` answers a job id at once; a pool thread runs the engine and records progress.
+"""Background runs: ``run/submit`` answers a job id at once; a pool thread runs it (in an engine process,
+server/engine_pool.py) and records progress.
 
 Job records live in the store (``create_job`` / ``update_job`` / ``get_job``), so another process sees
 them and a restart does not lose them: at start-up the server marks every job still queued or running
@@ -84,7 +85,7 @@ class JobRunner:
             store.update_job(job_id, state="running", message="running")
             result = service.execute_run(store, project, ranges, seed=seed, topn=topn, sample=sample,
                                          progress=self._progress(job_id), cancel=cancel, plan=plan,
-                                         actor=owner, request_id=request_id)
+                                         actor=owner, request_id=request_id, compute=self.ctx.compute)
         except RunCancelled:
             self._finish(job_id, "failed", error=getattr(cancel, "reason", None) or "cancelled")
         except Phase1Error as error:

@@ -176,7 +176,7 @@ class RunHandler(BusinessHandler):
                                         seed=request["seed"], topn=request["topn"], sample=request["sample"],
                                         cancel=self.ctx.shutting_down, ruleset=request["ruleset"],
                                         preset=request["preset"], actor=self.session.username,
-                                        request_id=self.request_id)
+                                        request_id=self.request_id, compute=self.ctx.compute)
         finally:
             self.ctx.release_run()
         await self.answer(self.finish_run, result, project, source)
