@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import ops
 from .engine import evaluate_structure
-from .engine.runner import DEFAULT_TOPN, RunResult, make_run_id, request_cohort_key, run, run_key
+from .engine.runner import DEFAULT_TOPN, GridJob, RunResult, plan_grid, request_cohort_key, run_job
 from .errors import ConflictError, DisabledError, FieldError, InputError, NotFoundError, Phase1Error
 from .presets import list_presets
 from .project import Project, derive, parse_project
-from .ranges import Grid, cardinality_summary, check_guardrail, parse_ranges, precheck_guardrail
+from .ranges import Grid, cardinality_summary, parse_ranges, precheck_guardrail
 from .ruleset import Ruleset
 from .runs import delete_run_files, has_run, load_run, save_run
 from .store import Store
@@ -64,6 +65,8 @@ class RunPlan:
     chunked: bool
     cohort_key: str
     count: int
+    #: The engine's stage-1 job (runner.plan_grid): what the local threads or the Dask tasks evaluate.
+    job: GridJob
 
 
 def plan_run(store: Store, project: Project, ranges: Mapping[str, Any], seed: int | None = None,
@@ -79,12 +82,9 @@ def plan_run(store: Store, project: Project, ranges: Mapping[str, Any], seed: in
         rs, source = ruleset_named(store, ruleset), "request"
     else:
         rs, source = ops.load_ruleset_version(store, ops.ruleset_for_run(store, cohort)), "canary"
-    grid = parse_ranges(ranges, project, rs)
-    check_guardrail(grid.cardinality, sample)
-    key = run_key(project, grid, seed_, topn, sample, gates)
-    return RunPlan(grid=grid, seed=seed_, gates=gates, ruleset=rs, ruleset_source=source,
-                   run_id=make_run_id(key, rs), chunked=ops.flag(store, "perm_chunking"), cohort_key=cohort,
-                   count=sample or grid.cardinality)
+    job = plan_grid(project, ranges, seed=seed_, topn=topn, sample=sample, ruleset=rs, gates=gates)
+    return RunPlan(grid=job.grid, seed=seed_, gates=gates, ruleset=rs, ruleset_source=source, run_id=job.run_id,
+                   chunked=ops.flag(store, "perm_chunking"), cohort_key=cohort, count=job.count, job=job)
 
 
 def _audit_ruleset(store: Store, plan: RunPlan, actor: str | None, request_id: str | None) -> None:
@@ -93,38 +93,63 @@ def _audit_ruleset(store: Store, plan: RunPlan, actor: str | None, request_id: s
                     new=plan.ruleset.version, sha256=plan.ruleset.sha256, source=plan.ruleset_source)
 
 
+class _Measure:
+    """The permutations a measured run counts (known once it is planned)."""
+
+    count: int | None = None
+
+
+@contextmanager
+def measured_run(store: Store) -> Iterator[_Measure]:
+    """Record one "run" ops metric around a run: its duration and outcome. A refused input, a switched-off
+    flag or a cancel is no failed run (:func:`is_refusal`): nothing is recorded for it."""
+    started = time.perf_counter()
+    measure = _Measure()
+    try:
+        yield measure
+    except Phase1Error as error:
+        if not is_refusal(error):
+            ops.record_metric(store, "run", time.perf_counter() - started, False, measure.count)
+        raise
+    except Exception:
+        ops.record_metric(store, "run", time.perf_counter() - started, False, measure.count)
+        raise
+    ops.record_metric(store, "run", time.perf_counter() - started, True, measure.count)
+
+
+def begin_run(store: Store, plan: RunPlan, actor: str | None, request_id: str | None, home: Path | None,
+              progress: Progress | None = None) -> RunResult | None:
+    """A planned run's first steps: audit its ruleset; the stored run when it exists (its run_id is a hash of
+    its inputs: the same request finds it), else None (the caller evaluates it, then :func:`store_run`)."""
+    _audit_ruleset(store, plan, actor, request_id)
+    if not has_run(plan.run_id, home):
+        return None
+    if progress:
+        progress(plan.count, plan.count)
+    return load_run(plan.run_id, home)
+
+
+def store_run(store: Store, result: RunResult, home: Path | None) -> None:
+    """Persist a fresh run (atomic folder) and index it in the store."""
+    persist_started = time.perf_counter()
+    save_run(result, home)
+    result.meta["timings"]["persist_s"] = round(time.perf_counter() - persist_started, 6)
+    store.index_run(run_record(result))
+
+
 def execute_run(store: Store, project: Project, ranges: Mapping[str, Any], *, seed: int | None = None,
                 topn: int = DEFAULT_TOPN, sample: int | None = None, workers: int = 1,
                 progress: Progress | None = None, cancel: threading.Event | None = None,
                 home: Path | None = None, ruleset: str | None = None, actor: str | None = None,
                 request_id: str | None = None) -> RunResult:
     """Run (or find the stored run of) a range request; persist, index and measure it."""
-    started = time.perf_counter()
-    count = None
-    try:
+    with measured_run(store) as measure:
         plan = plan_run(store, project, ranges, seed, topn, sample, ruleset)
-        count = plan.count
-        _audit_ruleset(store, plan, actor, request_id)
-        if has_run(plan.run_id, home):
-            result = load_run(plan.run_id, home)
-            if progress:
-                progress(count, count)
-        else:
-            result = run(project, ranges, seed=plan.seed, topn=topn, sample=sample, workers=workers,
-                         ruleset=plan.ruleset, gates=plan.gates, chunked=plan.chunked, progress=progress,
-                         cancel=cancel)
-            persist_started = time.perf_counter()
-            save_run(result, home)
-            result.meta["timings"]["persist_s"] = round(time.perf_counter() - persist_started, 6)
-            store.index_run(run_record(result))
-    except Phase1Error as error:
-        if not is_refusal(error):  # a refused input, a switched-off flag or a cancel is no failed run
-            ops.record_metric(store, "run", time.perf_counter() - started, False, count)
-        raise
-    except Exception:
-        ops.record_metric(store, "run", time.perf_counter() - started, False, count)
-        raise
-    ops.record_metric(store, "run", time.perf_counter() - started, True, count)
+        measure.count = plan.count
+        result = begin_run(store, plan, actor, request_id, home, progress)
+        if result is None:
+            result = run_job(plan.job, workers=workers, chunked=plan.chunked, progress=progress, cancel=cancel)
+            store_run(store, result, home)
     return result
 
 
