@@ -12,19 +12,31 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import ops
 from .engine import evaluate_structure
 from .engine.runner import DEFAULT_TOPN, GridJob, RunResult, plan_grid, request_cohort_key, run_job
-from .errors import ConflictError, DisabledError, FieldError, InputError, NotFoundError, Phase1Error
+from .errors import (
+    ConflictError,
+    DisabledError,
+    FieldError,
+    GuardrailError,
+    InputError,
+    NotFoundError,
+    Phase1Error,
+    ValueLimitError,
+)
 from .presets import list_presets
 from .project import Project, derive, parse_project
-from .ranges import Grid, cardinality_summary, parse_ranges, precheck_guardrail
+from .ranges import Grid, cardinality_summary, max_permutations, parse_ranges, precheck_guardrail
 from .ruleset import Ruleset
 from .runs import delete_run_files, has_run, load_run, save_run
 from .store import Store
 from .text import text_problem
+
+if TYPE_CHECKING:  # the portfolio package is imported when a portfolio runs
+    from .portfolio import Portfolio, PortfolioResult
 
 Progress = Callable[[int, int], None]
 
@@ -99,22 +111,25 @@ class _Measure:
     count: int | None = None
 
 
+def record_run_outcome(store: Store, started: float, count: int | None, error: BaseException | None = None) -> None:
+    """The "run" ops metric of one run: its duration and outcome. A refused input, a switched-off flag or a
+    cancel is no failed run (:func:`is_refusal`): nothing is recorded for it."""
+    if isinstance(error, Phase1Error) and is_refusal(error):
+        return
+    ops.record_metric(store, "run", time.perf_counter() - started, error is None, count)
+
+
 @contextmanager
 def measured_run(store: Store) -> Iterator[_Measure]:
-    """Record one "run" ops metric around a run: its duration and outcome. A refused input, a switched-off
-    flag or a cancel is no failed run (:func:`is_refusal`): nothing is recorded for it."""
+    """Record one "run" ops metric around a run (:func:`record_run_outcome`)."""
     started = time.perf_counter()
     measure = _Measure()
     try:
         yield measure
-    except Phase1Error as error:
-        if not is_refusal(error):
-            ops.record_metric(store, "run", time.perf_counter() - started, False, measure.count)
+    except Exception as error:
+        record_run_outcome(store, started, measure.count, error)
         raise
-    except Exception:
-        ops.record_metric(store, "run", time.perf_counter() - started, False, measure.count)
-        raise
-    ops.record_metric(store, "run", time.perf_counter() - started, True, measure.count)
+    record_run_outcome(store, started, measure.count)
 
 
 def begin_run(store: Store, plan: RunPlan, actor: str | None, request_id: str | None, home: Path | None,
@@ -151,6 +166,98 @@ def execute_run(store: Store, project: Project, ranges: Mapping[str, Any], *, se
             result = run_job(plan.job, workers=workers, chunked=plan.chunked, progress=progress, cancel=cancel)
             store_run(store, result, home)
     return result
+
+
+def plan_portfolio(store: Store, portfolio: Portfolio) -> list[RunPlan]:
+    """Plan every project of a portfolio as :func:`plan_run` plans a run (ruleset choice, seed, grid, run_id).
+
+    Nothing runs until all are valid: one InputError names every problem of every project
+    (``projects[2].ranges.senior_tenor``); then one PortfolioGuardrailError names the projects over their own
+    guardrail, or the total over PHASE1_MAX_PORTFOLIO_PERMUTATIONS with both numbers.
+    """
+    from .portfolio.spec import PortfolioGuardrailError, field_of, max_portfolio_permutations, total_guardrail_error
+
+    ops.require_flag(store, "phase1_core")
+    limit, total_limit = max_permutations(), max_portfolio_permutations()  # a bad setting is named as it is
+    plans: list[RunPlan] = []
+    errors: list[FieldError] = []
+    over: list[FieldError] = []
+    for i, entry in enumerate(portfolio.projects):
+        try:
+            plans.append(plan_run(store, entry.project, entry.ranges, entry.seed, entry.topn, entry.sample,
+                                  entry.ruleset))
+        except ValueLimitError as error:
+            over.extend(FieldError(field_of(i, e.field), e.message) for e in error.errors)
+        except GuardrailError as error:
+            over.append(FieldError(f"projects[{i}]", f"{entry.title}: {error.cardinality:,} permutations exceed the "
+                                                     f"guardrail of {error.limit:,} (PHASE1_MAX_PERMUTATIONS); "
+                                                     "narrow its ranges or ask for a sample"))
+        except InputError as error:
+            errors.extend(FieldError(field_of(i, e.field), e.message) for e in error.errors)
+    if errors:
+        raise InputError(errors, "portfolio")
+    if over:
+        raise PortfolioGuardrailError(over, None, limit)
+    total = sum(plan.count for plan in plans)
+    if total > total_limit:
+        raise total_guardrail_error(total, total_limit)
+    return plans
+
+
+def execute_portfolio(store: Store, portfolio: Portfolio, *, scheduler: str | None = None, workers: int = 1,
+                      progress: Progress | None = None, cancel: threading.Event | None = None,
+                      home: Path | None = None, actor: str | None = None, request_id: str | None = None,
+                      client: Any = None) -> PortfolioResult:
+    """Run every project of a portfolio as :func:`execute_run` would (the same planning, audit, reuse of a stored
+    run, persistence, index and metrics), the chunks on local threads or, with ``scheduler`` (or
+    PHASE1_DASK_SCHEDULER), as tasks on that Dask cluster; then the summary, stored as
+    PHASE1_HOME/portfolios/<portfolio_id>.json. ``progress`` counts permutations across all projects.
+    """
+    from .portfolio.cluster import Work, evaluate_dask, evaluate_local, scheduler_address
+    from .portfolio.summary import make_result, save_portfolio
+
+    address = client.scheduler.address if client is not None else scheduler_address(scheduler)
+    plans = plan_portfolio(store, portfolio)
+    started = time.perf_counter()
+    total = sum(plan.count for plan in plans)
+    results: list[RunResult | None] = [None] * len(plans)
+    work: list[Work] = []
+    for i, plan in enumerate(plans):
+        results[i] = begin_run(store, plan, actor, request_id, home)
+        if results[i] is None:
+            work.append(Work(i, plan.job, plan.chunked))
+        else:
+            record_run_outcome(store, started, plan.count)
+    reused = sum(plans[i].count for i, r in enumerate(results) if r is not None)
+
+    def report(done: int, _total: int) -> None:
+        if progress:
+            progress(reused + done, total)
+
+    if progress:
+        progress(reused, total)
+    if address is not None:
+        evaluations = evaluate_dask(work, address, progress=report, cancel=cancel, client=client)
+    else:
+        evaluations = evaluate_local(work, workers=workers, progress=report, cancel=cancel)
+    try:
+        for i, result in evaluations:
+            store_run(store, result, home)
+            results[i] = result
+            record_run_outcome(store, started, plans[i].count)
+    except Exception as error:
+        for w in work:
+            if results[w.index] is None:
+                record_run_outcome(store, started, plans[w.index].count, error)
+        raise
+    done = [r for r in results if r is not None]
+    assert len(done) == len(plans)
+    evaluated = {w.index for w in work}
+    outcome = make_result(portfolio, done, [i not in evaluated for i in range(len(plans))], address)
+    save_portfolio(outcome, home)
+    store.add_audit("portfolio.run", actor or "system", request_id, target=outcome.portfolio_id,
+                    runs=[r.run_id for r in done], scheduler=address)
+    return outcome
 
 
 def is_refusal(error: Phase1Error) -> bool:
