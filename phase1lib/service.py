@@ -180,9 +180,10 @@ def plan_portfolio(store: Store, portfolio: Portfolio) -> list[RunPlan]:
     ops.require_flag(store, "phase1_core")
     limit, total_limit = max_permutations(), max_portfolio_permutations()  # a bad setting is named as it is
     plans: list[RunPlan] = []
-    errors: list[FieldError] = []
+    errors: list[FieldError] = list(portfolio.errors)  # found while reading (parse_portfolio(strict=False))
     over: list[FieldError] = []
-    for i, entry in enumerate(portfolio.projects):
+    for entry in portfolio.projects:
+        i = entry.index
         try:
             plans.append(plan_run(store, entry.project, entry.ranges, entry.seed, entry.topn, entry.sample,
                                   entry.ruleset))
@@ -195,13 +196,20 @@ def plan_portfolio(store: Store, portfolio: Portfolio) -> list[RunPlan]:
         except InputError as error:
             errors.extend(FieldError(field_of(i, e.field), e.message) for e in error.errors)
     if errors:
-        raise InputError(errors, "portfolio")
+        raise InputError(sorted(errors, key=_position), "portfolio")
     if over:
         raise PortfolioGuardrailError(over, None, limit)
     total = sum(plan.count for plan in plans)
     if total > total_limit:
         raise total_guardrail_error(total, total_limit)
     return plans
+
+
+def _position(error: FieldError) -> tuple[int, int]:
+    """Sort key of a portfolio problem: top-level fields first, then by project position (stable within)."""
+    if error.field.startswith("projects[") and "]" in error.field:
+        return 1, int(error.field[len("projects["):error.field.index("]")])
+    return 0, 0
 
 
 def execute_portfolio(store: Store, portfolio: Portfolio, *, scheduler: str | None = None, workers: int = 1,

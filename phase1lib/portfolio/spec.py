@@ -51,6 +51,7 @@ class PortfolioProject:
     topn: int = DEFAULT_TOPN
     sample: int | None = None
     source: str = "inline"  # the project file's path, or "inline"
+    index: int = 0  # position in the portfolio's "projects" (errors name it: projects[index])
 
     @property
     def title(self) -> str:
@@ -64,6 +65,8 @@ class Portfolio:
     projects: tuple[PortfolioProject, ...]
     title: str | None = None
     source: str = field(default="inline", compare=False)
+    #: Problems found while reading (``parse_portfolio(strict=False)``); the service refuses to run while any.
+    errors: tuple[FieldError, ...] = ()
 
     def __len__(self) -> int:
         return len(self.projects)
@@ -179,11 +182,15 @@ def _load_project(raw: Any, where: str, base: Path | None, errors: list[FieldErr
     return project, source
 
 
-def parse_portfolio(data: Any, base: Path | str | None = None, source: str = "inline") -> Portfolio:
+def parse_portfolio(data: Any, base: Path | str | None = None, source: str = "inline",
+                    strict: bool = True) -> Portfolio:
     """A validated :class:`Portfolio` from its JSON, or one InputError naming every problem of every project
-    (``projects[2].ranges`` ...). ``base``: the folder project file paths are relative to; None refuses paths.
+    (``projects[2].project.pue``, ``projects[0].preset`` ...). ``base``: the folder project file paths are
+    relative to; None refuses paths.
 
-    Range keys are checked by the service once the ruleset is known (``projects[2].ranges.senior_tenor``).
+    Range keys are checked by the service once the ruleset is known (``projects[2].ranges.senior_tenor``). With
+    ``strict`` False the problems are kept in ``Portfolio.errors`` beside the valid projects, so that the service
+    names them together with the planning problems of the others, all at once (nothing runs while any is left).
     """
     base = Path(base) if base is not None else None
     errors: list[FieldError] = []
@@ -222,26 +229,28 @@ def parse_portfolio(data: Any, base: Path | str | None = None, source: str = "in
             merged = {k: v for k, v in defaults.items() if k not in ("ranges", "preset")} | own
         else:
             merged = defaults | own
-        if "ranges" not in merged and "preset" not in merged:
+        given = [r for r in (raw, defaults_raw if isinstance(defaults_raw, Mapping) else {})
+                 if r.get("ranges") is not None or r.get("preset") is not None]
+        if not given:  # a grid given but invalid is named where it is given
             errors.append(FieldError(f"{where}.ranges", "required: ranges or preset, in the project or in "
                                                         "defaults"))
-        if len(errors) > count or project is None:
+        if len(errors) > count or project is None or ("ranges" not in merged and "preset" not in merged):
             continue
         preset = merged.get("preset")
         ranges = preset_ranges(preset) if preset else merged["ranges"]
         ruleset = merged.get("ruleset") or (preset_ruleset(preset) if preset else None)  # D45
         projects.append(PortfolioProject(project=project, ranges=ranges, preset=preset, ruleset=ruleset,
                                          seed=merged.get("seed"), topn=merged.get("topn", DEFAULT_TOPN),
-                                         sample=merged.get("sample"), source=path))
-    if errors:
+                                         sample=merged.get("sample"), source=path, index=i))
+    if errors and strict:
         raise InputError(errors, "portfolio")
-    return Portfolio(projects=tuple(projects), title=title, source=source)
+    return Portfolio(projects=tuple(projects), title=title, source=source, errors=tuple(errors))
 
 
-def load_portfolio(path: str | Path) -> Portfolio:
+def load_portfolio(path: str | Path, strict: bool = True) -> Portfolio:
     """Read and validate a portfolio file; project paths in it are relative to its folder."""
     p = Path(path)
-    return parse_portfolio(read_json_file(p, "portfolio"), base=p.resolve().parent, source=str(p))
+    return parse_portfolio(read_json_file(p, "portfolio"), base=p.resolve().parent, source=str(p), strict=strict)
 
 
 def portfolio_request(projects: Sequence[str], *, ranges: Mapping[str, Any] | None = None,
