@@ -221,11 +221,28 @@ def execute_portfolio(store: Store, portfolio: Portfolio, *, scheduler: str | No
     PHASE1_DASK_SCHEDULER), as tasks on that Dask cluster; then the summary, stored as
     PHASE1_HOME/portfolios/<portfolio_id>.json. ``progress`` counts permutations across all projects.
     """
-    from .portfolio.cluster import Work, evaluate_dask, evaluate_local, scheduler_address
-    from .portfolio.summary import make_result, save_portfolio
+    from .portfolio.cluster import connect, scheduler_address
 
     address = client.scheduler.address if client is not None else scheduler_address(scheduler)
     plans = plan_portfolio(store, portfolio)
+    if address is None or client is not None:
+        return _execute_portfolio(store, portfolio, plans, address, client, workers, progress, cancel, home, actor,
+                                  request_id)
+    own = connect(address)  # an unreachable scheduler is refused here, before anything is audited or run
+    try:
+        return _execute_portfolio(store, portfolio, plans, address, own, workers, progress, cancel, home, actor,
+                                  request_id)
+    finally:
+        own.close()
+
+
+def _execute_portfolio(store: Store, portfolio: Portfolio, plans: list[RunPlan], address: str | None, client: Any,
+                       workers: int, progress: Progress | None, cancel: threading.Event | None, home: Path | None,
+                       actor: str | None, request_id: str | None) -> PortfolioResult:
+    """:func:`execute_portfolio` once planned (and connected)."""
+    from .portfolio.cluster import Work, evaluate_dask, evaluate_local
+    from .portfolio.summary import make_result, save_portfolio
+
     started = time.perf_counter()
     total = sum(plan.count for plan in plans)
     results: list[RunResult | None] = [None] * len(plans)

@@ -77,6 +77,6 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
     totals = answer["summary"]["totals"]
     where = f"on {result.scheduler}" if result.scheduler else "on this machine"
     say(f"portfolio {result.portfolio_id}: {totals['projects']} projects, {totals['financeable']} financeable, "
-        f"{totals['evaluated']:,} permutations {where}")
+        f"{totals['evaluated']:,} permutations {where} ({sum(result.reused)} stored runs reused)")
     sys.stderr.flush()
     return 0

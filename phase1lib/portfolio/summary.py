@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def best_structure(result: RunResult) -> dict[str, Any] | None:
     return None
 
 
-def project_summary(result: RunResult, stored: bool = False) -> dict[str, Any]:
+def project_summary(result: RunResult) -> dict[str, Any]:
     """One project's line of the summary: title, currency, counts by tier, financeable, the best structure."""
     m = result.meta
     counts = {t: int(m["counts"].get(t, 0)) for t in TIERS}
@@ -51,8 +51,7 @@ def project_summary(result: RunResult, stored: bool = False) -> dict[str, Any]:
     line: dict[str, Any] = {
         "title": m["project"]["title"], "run_id": result.run_id, "currency": m["project"]["currency"],
         "ruleset": m["ruleset"]["version"], "seed": m["seed"], "evaluated": m["evaluated"], "counts": counts,
-        "viable": sum(counts[t] for t in VIABLE_TIERS), "financeable": best is not None, "stored": stored,
-        "best": None,
+        "viable": sum(counts[t] for t in VIABLE_TIERS), "financeable": best is not None, "best": None,
     }
     if best is not None:
         k = best["kpis"]
@@ -92,6 +91,9 @@ class PortfolioResult:
     runs: list[RunResult]
     summary: dict[str, Any]
     scheduler: str | None = None
+    #: Per project: its stored run was found and reused (same run_id), nothing evaluated. Not in the answer,
+    #: which depends on the inputs only.
+    reused: list[bool] = field(default_factory=list)
 
     def answer(self) -> dict[str, Any]:
         """The CLI / API answer: {"portfolio_id", "title", "runs": [{"title", "run_id", "counts", "top"}],
@@ -106,9 +108,9 @@ class PortfolioResult:
 
 def make_result(portfolio: Portfolio, runs: Sequence[RunResult], stored: Sequence[bool],
                 scheduler: str | None = None) -> PortfolioResult:
-    lines = [project_summary(r, s) for r, s in zip(runs, stored, strict=True)]
     return PortfolioResult(portfolio_id=portfolio_id([r.run_id for r in runs]), title=portfolio.title,
-                           runs=list(runs), summary=summarise(lines), scheduler=scheduler)
+                           runs=list(runs), summary=summarise([project_summary(r) for r in runs]),
+                           scheduler=scheduler, reused=list(stored))
 
 
 def portfolios_dir(home: Path | None = None) -> Path:
