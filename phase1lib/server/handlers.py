@@ -951,6 +951,8 @@ class AssetsHandler(GateMixin, web.StaticFileHandler):
 
 def handlers(base_url: str = "/") -> list[tuple[str, type, dict[str, Any]] | tuple[str, type]]:
     """The Phase-1 routes, in matching order."""
+    from .portfolio_handlers import portfolio_routes  # imports this module: loaded once its classes exist
+
     b = base_url.rstrip("/")
     job = r"([0-9a-f]{8,64})"
     static = HERE / "static"
@@ -979,6 +981,7 @@ def handlers(base_url: str = "/") -> list[tuple[str, type, dict[str, Any]] | tup
         (f"{b}/api/phase1/rollback", RollbackHandler),
         (f"{b}/api/phase1/flags", FlagsHandler),
         (f"{b}/api/phase1/runs/delete", RunsDeleteHandler),
+        *portfolio_routes(b, job),
         (f"{b}/api/phase1/health", HealthHandler),
         (f"{b}/api/phase1/route-list", RouteListHandler),
         (f"{b}/api/phase1(?:/.*)?", ApiNotFoundHandler),
