@@ -95,6 +95,15 @@ class PortfolioResult:
     #: which depends on the inputs only.
     reused: list[bool] = field(default_factory=list)
 
+    def table(self) -> list[dict[str, Any]]:
+        """One flat row per project (title, currency, tiers, financeable, best day-one value and equity, run_id):
+        ``pandas.DataFrame(result.table())`` in a notebook."""
+        return [{"title": line["title"], "currency": line["currency"], **line["counts"],
+                 "financeable": line["financeable"],
+                 "best_day_one_value": (line["best"] or {}).get("day_one_value"),
+                 "equity_required": (line["best"] or {}).get("equity_required"), "run_id": line["run_id"]}
+                for line in self.summary["projects"]]
+
     def answer(self) -> dict[str, Any]:
         """The CLI / API answer: {"portfolio_id", "title", "runs": [{"title", "run_id", "counts", "top"}],
         "summary"}."""
