@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import os
 import re
 import secrets
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from . import config
+from . import settings
 from .errors import AuthError, ConfigError, FieldError, ForbiddenError, InputError, LockedError, NotFoundError
 from .store import Clock, Store
 
@@ -86,36 +85,14 @@ class Session:
 # ---- configuration --------------------------------------------------------------------------------------
 
 
-def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
-    return os.environ if env is None else env
-
-
-def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a positive number (got {raw!r})") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise ConfigError(f"{name} must be a positive number (got {raw!r})")
-    return value
+def _settings(env: Mapping[str, str] | None) -> settings.Settings:
+    return settings.get(env)
 
 
 def session_timeouts(env: Mapping[str, str] | None = None) -> tuple[float, float]:
     """(idle_s, absolute_s) from PHASE1_SESSION_IDLE_MINUTES (30) and PHASE1_SESSION_ABSOLUTE_HOURS (12)."""
-    env = _env(env)
-    idle = _positive_number(env, "PHASE1_SESSION_IDLE_MINUTES", DEFAULT_IDLE_S / 60) * 60
-    absolute = _positive_number(env, "PHASE1_SESSION_ABSOLUTE_HOURS", DEFAULT_ABSOLUTE_S / 3600) * 3600
-    return idle, absolute
-
-
-def _env_name(env: Mapping[str, str]) -> str:
-    value = (env.get("APP_ENV") or "dev").strip().lower()
-    if value not in config.APP_ENVS:
-        raise ConfigError(f"APP_ENV must be dev or prod (got {value!r})")
-    return value
+    config = _settings(env)
+    return config.session_idle_s, config.session_absolute_s
 
 
 def _secret_problems(name: str, value: str | None) -> list[str]:
@@ -131,28 +108,23 @@ def _secret_problems(name: str, value: str | None) -> list[str]:
 
 
 def check_prod_config(env: Mapping[str, str] | None = None) -> list[str]:
-    """What stops a prod server from starting: the ops token and cookie secret rules. [] in dev."""
-    env = _env(env)
+    """What stops a server from starting: an unusable environment, and in prod the ops token and cookie secret
+    rules."""
     try:
-        if _env_name(env) != "prod":
-            session_timeouts(env)
-            return []
+        config = _settings(env)
     except ConfigError as error:
-        return [str(error)]
-    problems = _secret_problems("PHASE1_ADMIN_TOKEN", env.get("PHASE1_ADMIN_TOKEN"))
-    problems += _secret_problems("PHASE1_COOKIE_SECRET", env.get("PHASE1_COOKIE_SECRET"))
-    try:
-        session_timeouts(env)
-    except ConfigError as error:
-        problems.append(str(error))
-    return problems
+        return str(error).split("; ")
+    if not config.prod:
+        return []
+    return (_secret_problems("PHASE1_ADMIN_TOKEN", config.admin_token)
+            + _secret_problems("PHASE1_COOKIE_SECRET", config.cookie_secret))
 
 
 def _configured_secret(name: str, env: Mapping[str, str] | None) -> tuple[str, bool]:
     """(value, generated): the configured secret; in dev a random one when unset; ConfigError in prod."""
-    env = _env(env)
-    value = env.get(name) or ""
-    if _env_name(env) == "prod":
+    config = _settings(env)
+    value = (config.admin_token if name == "PHASE1_ADMIN_TOKEN" else config.cookie_secret) or ""
+    if config.prod:
         problems = _secret_problems(name, value)
         if problems:
             raise ConfigError("; ".join(problems))
@@ -173,7 +145,7 @@ def ops_token(env: Mapping[str, str] | None = None) -> str:
 
 def ops_token_generated(env: Mapping[str, str] | None = None) -> bool:
     """True when :func:`ops_token` would generate the token (dev without PHASE1_ADMIN_TOKEN)."""
-    return not (_env(env).get("PHASE1_ADMIN_TOKEN") or "")
+    return not _settings(env).admin_token
 
 
 def cookie_secret(env: Mapping[str, str] | None = None) -> str:
@@ -254,8 +226,8 @@ class Auth:
                  lock_s: float = LOCK_S, env: Mapping[str, str] | None = None):
         self.store = store
         self.clock: Clock = clock or store.clock
-        self.app_env = app_env or _env_name(_env(env))
-        if self.app_env not in config.APP_ENVS:
+        self.app_env = app_env or _settings(env).app_env
+        if self.app_env not in settings.APP_ENVS:
             raise ConfigError(f"APP_ENV must be dev or prod (got {self.app_env!r})")
         env_idle, env_absolute = session_timeouts(env)
         self.idle_s = float(idle_s or env_idle)

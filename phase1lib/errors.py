@@ -151,3 +151,28 @@ class ConfigError(Phase1Error):
 
     status = 500
     kind = "config"
+
+
+class HTTPProblem(Phase1Error):
+    """An HTTP-level refusal with its own status and kind (unknown route, method not allowed, body too large)."""
+
+    def __init__(self, status: int, kind: str, message: str):
+        self.status = status
+        self.kind = kind
+        super().__init__(message)
+
+
+class BusyError(Phase1Error):
+    """Too many runs in flight (HTTP 429): retry after a few seconds."""
+
+    status = 429
+    kind = "busy"
+
+    def __init__(self, message: str, retry_after_s: int = 2):
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["retry_after_s"] = self.retry_after_s
+        return out

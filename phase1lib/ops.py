@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from . import ENGINE_VERSION, __version__, config
+from . import ENGINE_VERSION, __version__, settings
 from .defaults import DEFAULT_SEED
-from .errors import ConflictError, DisabledError, FieldError, InputError, NotFoundError
+from .errors import ConfigError, ConflictError, DisabledError, FieldError, InputError, NotFoundError
 from .ruleset import (
     RATINGS,
     RULESET_DIR,
@@ -145,7 +145,6 @@ def update_flags(store: Store, version: int | None, changes: Mapping[str, bool],
 
 # ---- rulesets and canary --------------------------------------------------------------------------------
 
-CANARY_STATES = ("STABLE", "EXPANDING", "ROLLING_BACK", "ROLLED_BACK")
 RULESET_VERSION_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _FREE_TEXT = {"version", "description"}
 #: The shipped ruleset whose table structure a priced (v2-shaped) candidate must have.
@@ -611,8 +610,8 @@ def health(store: Store) -> dict[str, Any]:
         problems.append("store unreachable")
     env = None
     try:
-        env = config.app_env()
-    except ValueError as error:
+        env = settings.get().app_env
+    except ConfigError as error:
         problems.append(str(error))
     try:
         backend = store.describe()

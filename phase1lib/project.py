@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -334,13 +334,6 @@ def parse_project(data: Any) -> Project:
     return project
 
 
-def replace_fields(project: Project, **changes: Any) -> Project:
-    """A new validated project with some fields changed."""
-    data = project.to_dict()
-    data.update(changes)
-    return parse_project({k: v for k, v in data.items() if v is not None})
-
-
 def locked_rate(project: Project) -> float:
     """ZCIS locked rate: clamp(zcis_rate - zcis_basis_bps / 10^4, cpi_floor, cpi_cap)."""
     return min(max(project.zcis_rate - project.zcis_basis_bps / 1e4, project.cpi_floor), project.cpi_cap)
@@ -427,10 +420,6 @@ def load_project(path: str | Path) -> Project:
 def save_project(project: Project, path: str | Path) -> None:
     """Write a project as JSON atomically (temporary file, then rename)."""
     atomic_write_text(Path(path), project.to_json())
-
-
-def field_names() -> list[str]:
-    return [f.name for f in fields(Project)]
 
 
 def field_spec(name: str) -> dict[str, Any]:

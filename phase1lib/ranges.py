@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import settings
 from .errors import FieldError, GuardrailError, InputError, ValueLimitError
 from .pricing import MARKET
 from .project import AMORTISATIONS, MEZZ_AMORTS, Project, coerce_integer, coerce_number
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # numpy and polars are imported where grids are decoded or ha
     import numpy as np
     import polars as pl
 
-DEFAULT_MAX_PERMUTATIONS = 250_000
 SENIOR_AMORTS = AMORTISATIONS
 INDEXATION_MODES = ("flat", "CPI_capped")
 
@@ -64,25 +63,14 @@ SPEC_BY_KEY = {s.name: s for s in KEY_SPECS}
 ALIASES: dict[str, str] = {a: s.name for s in KEY_SPECS for a in (s.name, *s.aliases)}
 OUTER_KEYS = KEYS[: KEYS.index("mezz_on")]
 MEZZ_KEYS = tuple(s.name for s in KEY_SPECS if s.mezz)
-INTEGER_KEYS = frozenset(s.name for s in KEY_SPECS if s.kind == "int")
 #: Project defaults used when no project is given (METHODOLOGY section 1 defaults).
 _FALLBACK_DEFAULTS = {"mezz_coupon": 0.09, "mezz_dscr": 1.10, "mezz_tenor": None, "mezz_amort": "sculpted",
                       "sidecar_haircut_pct": 0.15}
 
 
 def max_permutations() -> int:
-    """The guardrail: PHASE1_MAX_PERMUTATIONS if set (a positive integer), else 250,000."""
-    raw = os.environ.get("PHASE1_MAX_PERMUTATIONS", "").strip()
-    if not raw:
-        return DEFAULT_MAX_PERMUTATIONS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise InputError([FieldError("PHASE1_MAX_PERMUTATIONS", f"must be a positive integer (got {raw!r})")],
-                         "environment")
-    return value
+    """The guardrail: PHASE1_MAX_PERMUTATIONS if set (a positive integer), else 250,000 (phase1lib.settings)."""
+    return settings.max_permutations()
 
 
 #: Largest grid that can be sampled: its point indices must fit numpy's int64 (METHODOLOGY section 3 draws

@@ -15,12 +15,13 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from .config import phase1_home
+from . import settings
 from .engine.runner import RunResult
 from .errors import FieldError, InputError, NotFoundError
 from .fsutil import PRIVATE_FILE_MODE, fsync_dir, private_dir, write_private
@@ -32,7 +33,7 @@ STALE_TMP_S = 3600
 
 
 def runs_dir(home: Path | None = None) -> Path:
-    return (home or phase1_home()) / "runs"
+    return (home or settings.get().home) / "runs"
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -156,15 +157,20 @@ def _read_record(run_folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     except (OSError, UnicodeDecodeError, ValueError) as error:
         return None, f"meta.json is unreadable ({type(error).__name__})"
     try:
-        record = {"run_id": meta["run_id"], "created_at": meta["created_at"], "title": meta["project"]["title"],
-                  "cardinality": meta["cardinality"], "evaluated": meta["evaluated"], "counts": meta["counts"],
-                  "seed": meta["seed"], "ruleset": meta["ruleset"]["version"],
-                  "elapsed_s": meta["timings"]["engine_s"]}
+        record = record_of(meta)
     except (KeyError, TypeError) as error:
         return None, f"meta.json lacks {safe_display(error)}"
     if record["run_id"] != run_folder.name:
         return None, f"meta.json names another run ({safe_display(record['run_id'])})"
     return record, None
+
+
+def record_of(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's catalogue record (the listing row and the store's index entry) from its meta."""
+    return {"run_id": meta["run_id"], "created_at": meta["created_at"], "title": meta["project"]["title"],
+            "cardinality": meta["cardinality"], "evaluated": meta["evaluated"], "counts": meta["counts"],
+            "seed": meta["seed"], "ruleset": meta["ruleset"]["version"],
+            "ruleset_sha256": meta["ruleset"]["sha256"], "elapsed_s": meta["timings"]["engine_s"]}
 
 
 def run_problem(record: Any) -> str | None:

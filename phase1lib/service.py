@@ -31,7 +31,16 @@ from .presets import list_presets
 from .project import Project, derive, parse_project
 from .ranges import Grid, cardinality_summary, max_permutations, parse_ranges, precheck_guardrail
 from .ruleset import Ruleset
-from .runs import delete_run_files, has_run, load_run, save_run
+from .runs import (
+    delete_run_files,
+    has_run,
+    load_run,
+    record_of,
+    run_problem,
+    runs_dir,
+    save_run,
+    scan_runs,
+)
 from .store import Store
 from .text import text_problem
 
@@ -39,6 +48,8 @@ if TYPE_CHECKING:  # the portfolio package is imported when a portfolio runs
     from .portfolio import Portfolio, PortfolioResult
 
 Progress = Callable[[int, int], None]
+#: Index entries read to reconcile the catalogue (far more than a workbench keeps).
+INDEX_SCAN = 100_000
 
 
 def ruleset_named(store: Store, version: str | None) -> Ruleset:
@@ -292,12 +303,65 @@ def is_refusal(error: Phase1Error) -> bool:
 
 
 def run_record(result: RunResult) -> dict[str, Any]:
-    """The store's index entry of a run."""
+    """The store's index entry of a run (runs.record_of its meta)."""
+    return record_of(result.meta)
+
+
+# ---- reading runs: one catalogue --------------------------------------------------------------------------
+
+
+def run_catalogue(store: Store, home: Path | None = None, limit: int | None = None
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """(the runs to show, newest first; the bad ones as {"run_id", "problem"}): the one catalogue of runs.
+
+    The store's index (shared by every process, e.g. on Redis) and the run folders of PHASE1_HOME are
+    reconciled here, once, for every reader (CLI, API, dashboards): a stored run the index lacks is indexed; an
+    indexed run whose files are not in this PHASE1_HOME, a bad record (unreadable, or text that breaks the text
+    rule) is named with what is wrong, so that it can be removed.
+    """
+    ops.require_flag(store, "phase1_core")
+    stored, bad = scan_runs(home)
+    indexed = {r["run_id"]: r for r in store.list_runs(INDEX_SCAN)}
+    on_disk = {r["run_id"] for r in stored} | {b["run_id"] for b in bad}
+    for record in stored:
+        if record["run_id"] not in indexed:
+            store.index_run(record)
+    for run_id, record in indexed.items():
+        if run_id not in on_disk:
+            bad.append({"run_id": run_id, "problem": "indexed, but its files are not in this PHASE1_HOME "
+                                                     f"({runs_dir(home)}): stored by a process with another home?"})
+        elif (problem := run_problem(record)) is not None and run_id not in {b["run_id"] for b in bad}:
+            bad.append({"run_id": run_id, "problem": problem})
+    bad.sort(key=lambda b: b["run_id"])
+    return (stored[:limit] if limit else stored), bad
+
+
+def open_run(store: Store, run_id: str, home: Path | None = None, frame: bool = True) -> RunResult:
+    """A stored run, for any reader: the phase1_core flag applies, NotFoundError for an unknown run."""
+    ops.require_flag(store, "phase1_core")
+    return load_run(run_id, home, frame=frame)
+
+
+def run_top(store: Store, run_id: str, n: int | None = None, home: Path | None = None) -> dict[str, Any]:
+    """A stored run's Top-N (its first ``n``): the CLI's `phase1 top` and the API's top20."""
+    result = open_run(store, run_id, home, frame=False)
     m = result.meta
-    return {"run_id": result.run_id, "created_at": m["created_at"], "title": m["project"]["title"],
-            "cardinality": m["cardinality"], "evaluated": m["evaluated"], "elapsed_s": m["timings"]["engine_s"],
-            "ruleset": m["ruleset"]["version"], "ruleset_sha256": m["ruleset"]["sha256"], "counts": m["counts"],
-            "seed": m["seed"]}
+    return {"run_id": result.run_id, "title": m["project"]["title"], "seed": m["seed"],
+            "cardinality": m["cardinality"], "evaluated": m["evaluated"], "counts": m["counts"],
+            "ruleset": m["ruleset"]["version"], "created_at": m["created_at"],
+            "top": result.top[:n] if n else result.top}
+
+
+def run_ruleset(store: Store, meta: Mapping[str, Any]) -> Ruleset:
+    """The ruleset a stored run applied: by its version (shipped, or a registered candidate), checked against
+    the sha256 the run recorded (ConflictError when the tables are not the ones it used)."""
+    want = meta["ruleset"]
+    ruleset = ops.load_ruleset_version(store, want["version"])
+    if ruleset.sha256 != want.get("sha256"):
+        raise ConflictError(f"run {meta.get('run_id')} used ruleset {want['version']} with sha256 "
+                            f"{str(want.get('sha256'))[:12]}..., not the tables available here "
+                            f"({ruleset.sha256[:12]}...)", ruleset=want["version"])
+    return ruleset
 
 
 def evaluate(store: Store, project: Project, structure: Any, seed: int | None = None,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import phase1_home
+from . import settings
 from .errors import ConflictError, FieldError, InputError, NotFoundError
 
 Clock = Callable[[], float]
@@ -701,9 +701,7 @@ def _redact_url(url: str) -> str:
 
 def open_store(env: Mapping[str, str] | None = None, clock: Clock | None = None) -> Store:
     """The configured store: Redis when PHASE1_REDIS_URL is set, else SQLite at PHASE1_HOME/phase1.db."""
-    env = os.environ if env is None else env
-    url = (env.get("PHASE1_REDIS_URL") or "").strip()
-    if url:
-        return RedisStore(url, prefix=env.get("PHASE1_REDIS_PREFIX") or "phase1:", clock=clock)
-    home = Path(env["PHASE1_HOME"]).resolve() if env.get("PHASE1_HOME") else phase1_home()
-    return SQLiteStore(home / "phase1.db", clock=clock)
+    config = settings.get(env)
+    if config.redis_url:
+        return RedisStore(config.redis_url, prefix=config.redis_prefix, clock=clock)
+    return SQLiteStore(config.home / "phase1.db", clock=clock)

@@ -25,6 +25,9 @@ def current():
 
 
 def test_london_current_1920_rank_one(current):
+    """REGRESSION SNAPSHOT, labelled as one: the rank-1 structure London's reference sweep gave when the engine was
+    checked against the scalar reference (tests/test_engine_reference.py); the ranking rule itself is tested
+    independently below (test_top_n_is_the_ranking_rule_applied_to_the_frame)."""
     assert current.meta["cardinality"] == current.meta["evaluated"] == 1920 == len(current.frame)
     top = current.top[0]
     assert top["structure"] == {"senior_tenor": 20, "senior_coupon": 0.04, "senior_dscr": 1.35,

@@ -35,7 +35,6 @@ from phase1lib.store import SQLiteStore
 pytestmark = [pytest.mark.skipif(CURL is None, reason="curl is not installed (Debian package curl)"),
               pytest.mark.timeout(300)]
 
-TERMSHEET = importlib.util.find_spec("phase1lib.termsheet") is not None
 CHROMIUM = "/usr/bin/chromium"
 GUARDRAIL = 5000
 GUIDE_BODY = {"seed": 424242, "topn": 20, "ranges": GUIDE_RANGES}
@@ -117,8 +116,6 @@ def test_guide_cli_flow_with_curl(server: Server, tmp_path: Path):
                  data=json.dumps(GUIDE_BODY)).json()
     assert again["run_id"] == run["run_id"]
     assert curl("/api/phase1/securitisation/top20").json() == top20
-    if not TERMSHEET:
-        pytest.skip("phase1lib.termsheet is not in this tree yet (issue 4): export/1 cannot build the xlsx")
     r = curl("/api/phase1/securitisation/export/1")
     assert r.status == 200, r.text
     assert r.headers["content-type"].startswith("application/vnd.openxmlformats-officedocument.spreadsheetml")

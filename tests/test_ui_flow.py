@@ -4,11 +4,9 @@ through the widget connection, and as admin move the canary and roll it back."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from pathlib import Path
 
-import pytest
 from ui_helpers import ADMIN, candidate_ruleset, make_context
 
 from phase1lib import ops
@@ -20,8 +18,6 @@ from phase1lib.ui import (
     SecuritisationDashboard,
 )
 from phase1lib.ui.format import TIER_ORDER
-
-TERMSHEET_MISSING = "phase1lib.termsheet is not in this tree yet: the term-sheet download step is skipped"
 
 
 def test_whole_analyst_flow(tmp_path: Path) -> None:
@@ -82,8 +78,6 @@ def test_whole_analyst_flow(tmp_path: Path) -> None:
     assert "Breach probability" in sec.monte_carlo.value
 
     # Download term sheet: bytes through the widget (a data URL), read back with openpyxl.
-    if importlib.util.find_spec("phase1lib.termsheet") is None:
-        pytest.skip(TERMSHEET_MISSING)
     sec.download_button.click()
     assert sec.download_notice.kind == "ok", sec.download_notice.text
     content, filename, mime = sec.download_link.payload()

@@ -96,6 +96,9 @@ def console() -> None:
     interpreter teardown would only free a large run's arrays one by one (~0.2 s after 250,000 permutations).
     ``serve`` exits normally: Jupyter's own exit handlers (kernels, runtime files) must run.
     """
+    from ..engine.memory import tune_allocator
+
+    tune_allocator()  # the process's malloc policy is the entry point's choice, not the library's
     code = main()
     if sys.argv[1:2] == ["serve"]:
         sys.exit(code)

@@ -22,5 +22,6 @@ class LazyModule:
 
 auth = LazyModule("phase1lib.auth")
 ops = LazyModule("phase1lib.ops")
+runner = LazyModule("phase1lib.engine.runner")
 runs = LazyModule("phase1lib.runs")
 service = LazyModule("phase1lib.service")

@@ -15,8 +15,8 @@ from ..errors import FieldError, InputError
 from ..project import read_json_file
 from ..store import open_store
 from . import cli_actor, emit, say
-from .lazy import service
-from .run_cmds import ProgressBar, default_workers
+from .lazy import runner, service
+from .run_cmds import ProgressBar
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,7 +68,7 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
     store = open_store()
     try:
         result = service.execute_portfolio(store, portfolio, scheduler=args.scheduler,
-                                           workers=default_workers(args.workers), progress=ProgressBar(),
+                                           workers=runner.default_workers(args.workers), progress=ProgressBar(),
                                            actor=cli_actor())
     finally:
         store.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -12,7 +11,7 @@ from ..presets import preset_ranges, preset_ruleset
 from ..project import load_project, read_json_file
 from ..store import open_store
 from . import cli_actor, emit, say
-from .lazy import runs, service
+from .lazy import runner, service
 from .project_cmds import add_ruleset_arg, load_ranges_arg
 
 
@@ -55,13 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_warmup)
 
 
-def default_workers(requested: int | None) -> int:
-    """Worker threads for a CLI run: as asked, else the machine's cores (at most 4)."""
-    if requested is not None:
-        return max(1, requested)
-    return max(1, min(4, os.cpu_count() or 1))
-
-
 class ProgressBar:
     """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
 
@@ -88,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         started = time.perf_counter()
         result = service.execute_run(store, project, ranges, seed=args.seed, topn=args.top, sample=args.sample,
-                                     workers=default_workers(args.workers), progress=ProgressBar(),
+                                     workers=runner.default_workers(args.workers), progress=ProgressBar(),
                                      ruleset=args.ruleset or preset_ruleset(args.preset), actor=cli_actor())
     finally:
         store.close()
@@ -112,15 +104,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    result = runs.load_run(args.run_id, frame=False)
-    top = result.top[: args.n] if args.n else result.top
-    emit({"run_id": result.run_id, "seed": result.meta["seed"], "cardinality": result.meta["cardinality"],
-          "evaluated": result.meta["evaluated"], "counts": result.meta["counts"], "top": top})
+    store = open_store()
+    try:
+        emit(service.run_top(store, args.run_id, args.n))
+    finally:
+        store.close()
     return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    good, bad = runs.scan_runs(limit=args.limit)
+    store = open_store()
+    try:
+        good, bad = service.run_catalogue(store, limit=args.limit)
+    finally:
+        store.close()
     emit({"runs": good, "bad_runs": bad})
     for record in bad:
         say(f"bad run {record['run_id']}: {record['problem']} (remove it with `phase1 runs delete {record['run_id']}`)")

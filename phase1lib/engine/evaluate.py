@@ -16,12 +16,12 @@ import numpy as np
 
 from ..pricing import MARKET, benchmark_rate, market_coupon
 from ..project import MEZZ_AMORTS, Derived, Project, derive
-from ..ranges import INDEXATION_MODES, KEYS, MEZZ_KEYS, SENIOR_AMORTS, Grid
-from ..ruleset import RATINGS, TOL, Ruleset, notch
+from ..ranges import INDEXATION_MODES, KEYS, SENIOR_AMORTS, Grid
+from ..ruleset import TOL, Ruleset, notch
 from . import kernels
 from .arrays import safe_div, seqsum
 from .cashflows import STRESS_NAMES, CaseFlows, case_flows
-from .gates import CHECKS, REPO_RULES, check_table, near_miss, repo_failures, tiers
+from .gates import REPO_RULES, check_table, near_miss, repo_failures, tiers
 from .hints import closed_form, ladder_search
 from .irr import annualised_irr, irr_factor_periods, irr_factor_yearly
 from .mezz import LEVEL as MEZZ_LEVEL
@@ -154,29 +154,6 @@ def table_from_points(points: Sequence[Mapping[str, Any]]) -> StructureTable:
 def take_rows(table: Mapping[str, np.ndarray], rows: np.ndarray) -> StructureTable:
     return {k: v[rows] for k, v in table.items()}
 
-
-def table_to_points(table: Mapping[str, np.ndarray], rows: Iterable[int]) -> list[dict[str, Any]]:
-    """Full structure dicts of some rows (mezz_* omitted when mezz is off)."""
-    out = []
-    for i in rows:
-        point: dict[str, Any] = {}
-        for key in KEYS:
-            v = table[key][i]
-            if key in MEZZ_KEYS and not table["mezz_on"][i]:
-                continue
-            if key in ENUMS:
-                point[key] = ENUMS[key][int(v)]
-            elif key in ("wrap", "mezz_on"):
-                point[key] = bool(v)
-            elif v.dtype.kind == "i":
-                point[key] = int(v)
-            else:
-                point[key] = float(v)
-        out.append(point)
-    return out
-
-
-# --- rates and ratings ----------------------------------------------------------------------------
 
 def ladder_notch(ruleset: Ruleset, country: str, dscr: np.ndarray) -> np.ndarray:
     """Rating notch (0 = AAA .. 5 = B) of DSCRs on the country's ladder; NaN stays NaN."""
@@ -528,9 +505,3 @@ def search_hints(ctx: Context, table: Mapping[str, np.ndarray], out: dict[str, n
         out["_hint_search"][todo] = False
 
 
-def decode_enum(name: str, code: int) -> str | None:
-    """Readable value of an enum-coded output column."""
-    if code < 0:
-        return None
-    table = {"binding_constraint": LIMITS, "senior_rating": RATINGS, "check": CHECKS}.get(name)
-    return None if table is None else table[code]

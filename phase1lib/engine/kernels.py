@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import settings
+
 #: Rows of a run from which the kernels are used (below, numpy's passes are cheap and both give the same).
 MIN_ROWS = 2_000
 SOURCE = Path(__file__).with_name("kernels.c")
@@ -36,9 +38,8 @@ CFLAGS = ("-O2", "-fno-fast-math", "-ffp-contract=off", "-fPIC", "-shared", "-st
 
 
 def mode() -> str:
-    """PHASE1_KERNELS: "auto" (default), "numpy" or "c"."""
-    value = (os.environ.get("PHASE1_KERNELS") or "auto").strip().lower()
-    return value if value in ("auto", "numpy", "c") else "auto"
+    """PHASE1_KERNELS: "auto" (default), "numpy" or "c" (phase1lib.settings)."""
+    return settings.get().kernels
 
 
 def _cache_dir() -> Path:
@@ -50,7 +51,7 @@ def _cache_dir() -> Path:
             return local
     except OSError:
         pass
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "phase1"
+    return settings.get().cache_dir
 
 
 def library_path() -> Path:
@@ -79,7 +80,7 @@ def build() -> Path:
     target = library_path()
     if target.is_file():
         return target
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    compiler = settings.get().c_compiler or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         raise RuntimeError("no C compiler (cc or gcc) found: the engine keeps its numpy path")
     target.parent.mkdir(parents=True, exist_ok=True)

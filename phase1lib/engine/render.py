@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..jsonsafe import finite_or_none
 from ..pricing import MARKET
 from ..ranges import KEYS, MEZZ_KEYS
 from ..ruleset import RATINGS
@@ -23,14 +24,6 @@ from .hints import hint_text
 KPI_KEYS = ("senior_amount", "senior_rate", "senior_rating", "binding_constraint", "mezz_amount", "mezz_rate",
             "sidecar_gross", "sidecar_net", "dsra_amount", "day_one_value", "equity_required", "min_dscr",
             "avg_dscr", "llcr", "wal_years", "ltv", "advance_factor", "wacd", "total_interest", "equity_irr")
-
-
-def _num(value: Any) -> float | None:
-    """A JSON-safe float: None for null, NaN or infinity."""
-    if value is None:
-        return None
-    x = float(value)
-    return x if math.isfinite(x) else None
 
 
 def structure_of(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,26 +55,26 @@ def render_row(ctx: Context, row: Mapping[str, Any]) -> dict[str, Any]:
     kpis: dict[str, Any] = {}
     for name in KPI_KEYS:
         if name == "senior_rate" and "market_coupon" in row:  # v2: the coupon used and the market coupon
-            kpis["senior_coupon"] = _num(row["senior_coupon_used"])
-            kpis["market_coupon"] = _num(row["market_coupon"])
+            kpis["senior_coupon"] = finite_or_none(row["senior_coupon_used"])
+            kpis["market_coupon"] = finite_or_none(row["market_coupon"])
         value = row[name]
-        kpis[name] = value if isinstance(value, str) or value is None else _num(value)
-    kpis["stress"] = {s: _num(row[f"stress_{s}"]) for s in STRESS_NAMES}
+        kpis[name] = value if isinstance(value, str) or value is None else finite_or_none(value)
+    kpis["stress"] = {s: finite_or_none(row[f"stress_{s}"]) for s in STRESS_NAMES}
     has_mezz = (row["mezz_amount"] or 0) > 0
-    kpis["stress_total"] = {s: _num(row[f"stress_total_{s}"]) for s in STRESS_NAMES} if has_mezz else None
+    kpis["stress_total"] = {s: finite_or_none(row[f"stress_total_{s}"]) for s in STRESS_NAMES} if has_mezz else None
     table = check_table(_arrays(row), ctx.gate_constants())
     kpis["gate_a"], kpis["gate_b"] = render_failures(table, 0)
     kpis["viable"] = bool(row["viable"])
     kpis["tier"] = row["tier"]
     kpis["near_miss"] = bool(row["near_miss"])
     check = row["near_miss_check"]
-    kpis["hint"] = hint_text(int(row["hint_lever"]), _num(row["hint_value"]) or math.nan,
+    kpis["hint"] = hint_text(int(row["hint_lever"]), finite_or_none(row["hint_value"]) or math.nan,
                              CHECKS[check]) if row["near_miss"] else None
     kpis["repo_eligible"] = bool(row["repo_eligible"])
     failed = np.array([(int(row["repo_mask"]) >> i) & 1 for i in range(len(REPO_RULES))], dtype=bool)
     p, d = ctx.project, ctx.derived
     kpis["repo_reasons"] = [] if row["repo_eligible"] else render_repo_reasons(
         ctx.ruleset, p.country, row["senior_amort"] == "bullet", failed, row["senior_rating"],
-        _num(row["min_dscr"]), float(row["ltv"]), int(row["senior_tenor"]), d.dsra_months)
+        finite_or_none(row["min_dscr"]), float(row["ltv"]), int(row["senior_tenor"]), d.dsra_months)
     return {"permutation_index": int(row["permutation_index"]), "permutation_id": row["permutation_id"],
             "structure": structure_of(row), "kpis": kpis}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +33,7 @@ import polars as pl
 from .. import ENGINE_VERSION
 from ..defaults import DEFAULT_SEED, DEFAULT_TOPN
 from ..errors import Phase1Error
+from ..jsonsafe import finite_or_none
 from ..pricing import MARKET
 from ..project import Project, default_closing_date
 from ..ranges import (
@@ -50,7 +52,6 @@ from .breakevens import breakeven_kpis
 from .cashflows import STRESS_NAMES
 from .evaluate import ENUMS, LIMITS, Context, context_for_grid, evaluate, search_hints, table_from_codes
 from .gates import TIERS
-from .memory import tune_allocator
 from .montecarlo import monte_carlo
 from .render import render_row, structure_of
 
@@ -127,6 +128,13 @@ def request_cohort_key(project: Project, ranges: Mapping[str, Any], seed: int, t
     key = {"project": canonical_project(project), "ranges": ranges, "seed": seed, "topn": topn, "sample": sample,
            "gates": gates}
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def default_workers(requested: int | None = None) -> int:
+    """Worker threads for a run: as asked, else the machine's cores (at most 4)."""
+    if requested is not None:
+        return max(1, requested)
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def chunk_rows(n_periods: int, chunk_size: int | None) -> int:
@@ -247,7 +255,6 @@ def job_context(job: GridJob) -> tuple[Context, np.ndarray | None]:
 
 def evaluate_job_chunk(job: GridJob, bound: Bound) -> Chunk:
     """Stage 2 as a task (Dask): rows [a, b) of a job, with this process's cached context."""
-    tune_allocator()
     ctx, indices = job_context(job)
     return evaluate_chunk(ctx, job.grid, indices, bound, job.ids)
 
@@ -427,7 +434,6 @@ def run_job(job: GridJob, *, workers: int = 1, chunk_size: int | None = None, ch
             started: float | None = None) -> RunResult:
     """Stages 2 and 3 of a planned job on local threads."""
     started = time.perf_counter() if started is None else started
-    tune_allocator()
     ctx = build_context(job)  # compiled mezzanine and IRR rows (C) where built: identical results, faster
     size = chunk_size if chunked else max(job.count, 1)
     structure, kpis, ids = evaluate_grid(ctx, job.grid, job.indices(), job.count, chunk_size=size, workers=workers,
@@ -472,10 +478,7 @@ def finish(job: GridJob, ctx: Context, structure: Mapping[str, np.ndarray], kpis
 
 def _top_entry(rendered: Mapping[str, Any], rank: int, breach: float, p5: float,
                extra: Mapping[str, Any]) -> dict[str, Any]:
-    kpis = dict(rendered["kpis"], mc_breach_probability=_finite(breach), mc_p5_min_dscr=_finite(p5), **extra)
+    kpis = dict(rendered["kpis"], mc_breach_probability=finite_or_none(breach), mc_p5_min_dscr=finite_or_none(p5),
+                **extra)
     return {"rank": rank, "permutation_index": rendered["permutation_index"],
             "permutation_id": rendered["permutation_id"], "structure": rendered["structure"], "kpis": kpis}
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None

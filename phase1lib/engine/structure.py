@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FieldError, InputError
+from ..jsonsafe import finite_or_none
 from ..project import Project, default_closing_date
 from ..ranges import KEYS, parse_ranges, permutation_id
 from ..ruleset import Ruleset, load_ruleset
@@ -80,10 +81,6 @@ def evaluate_points(project: Project, points: Sequence[Mapping[str, Any]], rules
     return rendered
 
 
-def _num(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
 def schedule(project: Project, point: Mapping[str, Any], ruleset: Ruleset | None = None,
              closing_date: dt.date | None = None) -> list[dict[str, Any]]:
     """Per-period schedule of one structure: dates, indices, revenue, costs, CFADS, both tranches, equity."""
@@ -127,7 +124,8 @@ def schedule(project: Project, point: Mapping[str, Any], ruleset: Ruleset | None
             "senior_opening": float(opening[i]), "senior_interest": float(interest[i]),
             "senior_principal": float(principal[i]), "senior_closing": float(opening[i] - principal[i]),
             "senior_note_service": float(interest[i] + principal[i]), "refinancing_service": float(refinancing[i]),
-            "senior_service": float(service[i]), "dscr": _num(flows.lender[i] / service[i]) if served else None,
+            "senior_service": float(service[i]),
+            "dscr": finite_or_none(flows.lender[i] / service[i]) if served else None,
             "mezz_opening": float(m_open[i]), "mezz_interest": float(m_int[i]), "mezz_principal": float(m_prin[i]),
             "mezz_service": float(m_serv[i]), "equity_flow": float(equity[i]),
         })

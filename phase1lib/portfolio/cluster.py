@@ -16,7 +16,6 @@ be reached, has no workers, or finishes no chunk for ``PHASE1_DASK_TASK_TIMEOUT`
 from __future__ import annotations
 
 import math
-import os
 import re
 import secrets
 import threading
@@ -25,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import settings
 from ..engine.runner import (
     Bound,
     Chunk,
@@ -41,10 +41,6 @@ from ..engine.runner import (
 from ..errors import FieldError, InputError, Phase1Error
 
 Progress = Callable[[int, int], None]
-#: Seconds to reach the scheduler and to see a worker (PHASE1_DASK_CONNECT_TIMEOUT).
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
-#: Seconds without any chunk finishing after which the cluster is taken as hung (PHASE1_DASK_TASK_TIMEOUT).
-DEFAULT_TASK_TIMEOUT_S = 300.0
 #: Fewest rows a task evaluates (below, Dask's per-task cost outweighs the work), and tasks per worker thread
 #: a run is split into at least (so that one large project still spreads over the cluster).
 MIN_TASK_ROWS = 1024
@@ -67,31 +63,20 @@ class ClusterError(Phase1Error):
         return {**super().to_dict(), "scheduler": self.address}
 
 
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not math.isfinite(value) or value <= 0:
-        raise InputError([FieldError(name, f"must be a positive number of seconds (got {raw!r})")], "environment")
-    return value
-
-
 def connect_timeout() -> float:
-    return _seconds("PHASE1_DASK_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT_S)
+    """PHASE1_DASK_CONNECT_TIMEOUT (phase1lib.settings)."""
+    return settings.get().dask_connect_timeout_s
 
 
 def task_timeout() -> float:
-    return _seconds("PHASE1_DASK_TASK_TIMEOUT", DEFAULT_TASK_TIMEOUT_S)
+    """PHASE1_DASK_TASK_TIMEOUT (phase1lib.settings)."""
+    return settings.get().dask_task_timeout_s
 
 
 def scheduler_address(given: str | None = None) -> str | None:
     """The scheduler to use: ``given`` (``--scheduler``), else PHASE1_DASK_SCHEDULER, else None (local).
     InputError for anything but ``tcp://HOST:PORT`` (or ``tls://``)."""
-    address = given if given is not None else (os.environ.get("PHASE1_DASK_SCHEDULER") or "").strip() or None
+    address = given if given is not None else settings.get().dask_scheduler
     if address is None:
         return None
     name = "scheduler" if given is not None else "PHASE1_DASK_SCHEDULER"

@@ -17,20 +17,19 @@ reads no file a client names).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import settings
 from ..defaults import DEFAULT_TOPN
 from ..errors import FieldError, GuardrailError, InputError, Phase1Error
 from ..presets import preset_names, preset_ranges, preset_ruleset
 from ..project import Project, read_json_file, validate_project
+from ..settings import DEFAULT_MAX_PORTFOLIO_PERMUTATIONS  # noqa: F401 - the default, written once
 from ..text import text_problem
 
-#: The total guardrail over a portfolio's permutations (each project keeps its own, PHASE1_MAX_PERMUTATIONS).
-DEFAULT_MAX_PORTFOLIO_PERMUTATIONS = 5_000_000
 #: Most projects one portfolio may hold (a fund's pipeline is tens of projects).
 MAX_PROJECTS = 500
 MAX_SEED = 2**63 - 1
@@ -74,17 +73,7 @@ class Portfolio:
 
 def max_portfolio_permutations() -> int:
     """The total guardrail: PHASE1_MAX_PORTFOLIO_PERMUTATIONS if set (a positive integer), else 5,000,000."""
-    raw = os.environ.get("PHASE1_MAX_PORTFOLIO_PERMUTATIONS", "").strip()
-    if not raw:
-        return DEFAULT_MAX_PORTFOLIO_PERMUTATIONS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise InputError([FieldError("PHASE1_MAX_PORTFOLIO_PERMUTATIONS",
-                                     f"must be a positive integer (got {raw!r})")], "environment")
-    return value
+    return settings.get().max_portfolio_permutations
 
 
 class PortfolioGuardrailError(GuardrailError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import phase1_home
+from .. import settings
 from ..engine.gates import TIERS
 from ..engine.runner import RunResult
 from ..errors import FieldError, InputError, NotFoundError
@@ -123,7 +123,7 @@ def make_result(portfolio: Portfolio, runs: Sequence[RunResult], stored: Sequenc
 
 
 def portfolios_dir(home: Path | None = None) -> Path:
-    return (home or phase1_home()) / "portfolios"
+    return (home or settings.get().home) / "portfolios"
 
 
 def save_portfolio(result: PortfolioResult, home: Path | None = None) -> Path:

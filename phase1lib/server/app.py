@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import auth as auth_mod
+from .. import settings as phase1_settings
 from ..errors import Phase1Error
 from .context import Phase1Context, ServerSettings
 from .kernels import configure as configure_kernels
@@ -129,7 +130,9 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, root_dir: str | Pa
           dashboards_dir: str | Path | None = None, default_project: str | Path | None = None,
           secure_cookies: bool | None = None, trust_proxy: bool = False, env: Any = None) -> int:
     """Start the server and block until it stops; 2 when the configuration is refused."""
-    env = os.environ if env is None else env
+    from ..engine.memory import tune_allocator
+
+    tune_allocator()  # freed run temporaries stay in the process (engine/memory.py)
     problems = auth_mod.check_prod_config(env)
     try:
         settings = ServerSettings.from_env(Path(root_dir or os.getcwd()),
@@ -150,8 +153,8 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, root_dir: str | Pa
     assert settings is not None
     cookie_secret = auth_mod.cookie_secret(env)
     # The "phase1" Voila template lives in our Jupyter data directory.
-    paths = [str(JUPYTER_DATA)] + [p for p in (env.get("JUPYTER_PATH") or "").split(os.pathsep) if p]
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(dict.fromkeys(paths))
+    paths = [str(JUPYTER_DATA), *phase1_settings.get(env).jupyter_path]
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(dict.fromkeys(paths))  # for Jupyter, which reads it itself
     ctx = Phase1Context(settings, env=env)
     # Jupyter warns about extension routes without its own auth decorators: the Phase-1 gate covers them all
     # (phase1lib.server.security.harden), so the warning would only alarm the operator.

@@ -9,8 +9,6 @@ new session id (after MFA, or a dev-bridge session in dev).
 from __future__ import annotations
 
 import logging
-import os
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -21,8 +19,9 @@ from pathlib import Path
 from tornado import web
 
 from .. import auth as auth_mod
+from .. import settings
 from ..auth import Auth, Session
-from ..errors import AuthError, ConfigError, ForbiddenError, Phase1Error
+from ..errors import AuthError, ForbiddenError, Phase1Error
 from ..project import Project, load_project
 from ..store import Store, open_store
 from .kernels import KernelLimits
@@ -34,45 +33,6 @@ COOKIE_NAME = "phase1_session"
 #: economics give viable structures on the guide's own ranges (docs/api.md).
 SAMPLE_PROJECT = Path(__file__).resolve().parents[2] / "examples" / "slough_dc_delta.json"
 _NO_SESSION = object()
-
-
-def _env_flag(env: Mapping[str, str], name: str) -> bool | None:
-    raw = (env.get(name) or "").strip().lower()
-    if not raw:
-        return None
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be 1/true/yes/on or 0/false/no/off (got {raw!r})")
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = lo - 1
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be a whole number from {lo} to {hi} (got {raw!r})")
-    return value
-
-
-def _hosts(env: Mapping[str, str]) -> tuple[str, ...]:
-    """PHASE1_ALLOWED_HOSTS: host names (no port, no scheme), comma-separated."""
-    hosts = tuple(h.strip().lower() for h in (env.get("PHASE1_ALLOWED_HOSTS") or "").split(",") if h.strip())
-    bad = [h for h in hosts if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", h)]
-    if bad:
-        raise ConfigError(f"PHASE1_ALLOWED_HOSTS must be host names separated by commas (got {', '.join(bad)!r})")
-    return hosts
-
-
-def _terminals(env: Mapping[str, str], app_env: str) -> bool:
-    """PHASE1_TERMINALS 1/0; by default on in dev and off in prod (a terminal is a shell on the server)."""
-    forced = _env_flag(env, "PHASE1_TERMINALS")
-    return forced if forced is not None else app_env != "prod"
 
 
 @dataclass
@@ -99,19 +59,16 @@ class ServerSettings:
     @classmethod
     def from_env(cls, root_dir: Path, dashboards_dir: Path | None = None, default_project: Path | None = None,
                  env: Mapping[str, str] | None = None) -> ServerSettings:
-        env = os.environ if env is None else env
-        app_env = (env.get("APP_ENV") or "dev").strip().lower()
+        """The server's options from the command line and the process settings (phase1lib.settings)."""
+        config = settings.get(env)
         root = Path(root_dir).resolve()
-        dashboards = Path(dashboards_dir or env.get("PHASE1_DASHBOARDS") or root / "dashboards").resolve()
-        if default_project is None and env.get("PHASE1_DEFAULT_PROJECT"):
-            default_project = Path(env["PHASE1_DEFAULT_PROJECT"])
-        return cls(app_env=app_env, root_dir=root, dashboards_dir=dashboards,
+        dashboards = Path(dashboards_dir or config.dashboards or root / "dashboards").resolve()
+        default_project = default_project or config.default_project
+        return cls(app_env=config.app_env, root_dir=root, dashboards_dir=dashboards,
                    default_project=Path(default_project).resolve() if default_project else SAMPLE_PROJECT,
-                   secure_cookies=_env_flag(env, "PHASE1_SECURE_COOKIES"),
-                   run_workers=_env_int(env, "PHASE1_RUN_WORKERS", 4, 1, 64),
-                   max_pending_runs=_env_int(env, "PHASE1_MAX_PENDING_RUNS", 16, 1, 10_000),
-                   terminals=_terminals(env, app_env), kernel_limits=KernelLimits.from_env(env),
-                   allowed_hosts=_hosts(env))
+                   secure_cookies=config.secure_cookies, run_workers=config.run_workers,
+                   max_pending_runs=config.max_pending_runs, terminals=config.terminals,
+                   kernel_limits=KernelLimits.from_settings(config), allowed_hosts=config.allowed_hosts)
 
     def check(self) -> list[str]:
         """Problems that stop the server from starting."""
@@ -145,7 +102,6 @@ class Phase1Context:
 
     def __init__(self, settings: ServerSettings, store: Store | None = None, auth: Auth | None = None,
                  ops_token: str | None = None, env: Mapping[str, str] | None = None):
-        env = os.environ if env is None else env
         self.settings = settings
         self.store = store or open_store(env)
         self.auth = auth or Auth(self.store, app_env=settings.app_env, env=env)

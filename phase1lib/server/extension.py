@@ -9,7 +9,8 @@ from typing import Any
 from tornado.ioloop import PeriodicCallback
 
 from .context import Phase1Context, ServerSettings
-from .handlers import handlers, record_request_metric
+from .handlers import record_request_metric
+from .routes import handlers
 from .security import HeadersTransform, keep_hardened
 
 log = logging.getLogger("phase1lib.server")

@@ -13,7 +13,7 @@ from jupyter_server.auth.identity import IdentityProvider, User
 from tornado import web
 from traitlets import default
 
-from .handlers import JupyterLoginRedirect, JupyterLogout
+from .handlers.auth import JupyterLoginRedirect, JupyterLogout
 
 
 class Phase1IdentityProvider(IdentityProvider):

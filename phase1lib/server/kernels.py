@@ -17,28 +17,14 @@ session's user, set by the login gate in :data:`KERNEL_OWNER` for the request be
 from __future__ import annotations
 
 import contextvars
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import ConfigError
+from .. import settings
 
 #: The user of the request being served (set by the login gate), who owns any kernel it starts.
 KERNEL_OWNER: contextvars.ContextVar[str | None] = contextvars.ContextVar("phase1_kernel_owner", default=None)
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = lo - 1
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be a whole number from {lo} to {hi} (got {raw!r})")
-    return value
 
 
 @dataclass(frozen=True)
@@ -50,11 +36,13 @@ class KernelLimits:
     cull_interval_s: int = 60
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> KernelLimits:
+    def from_settings(cls, config: settings.Settings) -> KernelLimits:
         """PHASE1_MAX_KERNELS_PER_USER (default 4) and PHASE1_KERNEL_IDLE_MINUTES (default 10)."""
-        env = os.environ if env is None else env
-        return cls(max_per_user=_env_int(env, "PHASE1_MAX_KERNELS_PER_USER", cls.max_per_user, 1, 1000),
-                   idle_minutes=_env_int(env, "PHASE1_KERNEL_IDLE_MINUTES", cls.idle_minutes, 1, 7 * 24 * 60))
+        return cls(max_per_user=config.max_kernels_per_user, idle_minutes=config.kernel_idle_minutes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> KernelLimits:
+        return cls.from_settings(settings.get(env))
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)

@@ -21,7 +21,6 @@ import logging
 import re
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -125,17 +124,6 @@ PROD_REFUSED = {
 # ---- route metadata ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RouteInfo:
-    """How a Phase-1 route is documented in the route list: its path with {params}, auth and flags."""
-
-    path: str
-    auth: str  # "public", "session" (elevated admin session; dev bridge in dev), "ops_token"
-    flags: tuple[str, ...] = ()
-    summary: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 def _handler_rules(router: Router) -> Iterator[Rule]:
     for rule in getattr(router, "rules", []):
         target = rule.target
@@ -177,7 +165,7 @@ def route_table(app: web.Application, everything: bool = False) -> list[dict[str
     seen: set[tuple[str, str]] = set()
     for rule in handler_rules(app):
         cls = rule.target
-        info: RouteInfo | None = getattr(cls, "phase1_route", None)
+        info = getattr(cls, "phase1_route", None)  # a routes.Route
         if info is None and not everything:
             continue
         path = info.path if info else _pattern(rule)

@@ -8,26 +8,22 @@ the logged-in admin in its environment, see :data:`USER_ENVS`), so a dashboard n
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .. import config
+from .. import settings
 from ..auth import DEV_ADMIN
-from ..errors import ForbiddenError
-from ..store import Store, Write, open_store
+from ..errors import ConfigError, ForbiddenError
+from ..store import Store, open_store
+from ..workspace import Workspace
 
-#: Store namespace of the per-user workspaces.
-NS_WORKSPACE = "ui_workspace"
-#: Environment variables naming the logged-in admin of the kernel, first found wins: the request header
-#: ``X-Phase1-User`` that the server sets from the session (Voila passes it as HTTP_X_PHASE1_USER when
-#: configured with ``http_header_envs``), then PHASE1_USER for a kernel started by hand.
-USER_ENVS = ("HTTP_X_PHASE1_USER", "PHASE1_USER")
+#: The logged-in admin of a kernel comes from the environment, first found wins (phase1lib.settings.USER_ENVS):
+#: the request header ``X-Phase1-User`` that the server sets from the session (Voila passes it as
+#: HTTP_X_PHASE1_USER when configured with ``http_header_envs``), then PHASE1_USER for a kernel started by hand.
+USER_ENVS = settings.USER_ENVS
 USER_ENV = "PHASE1_USER"
-WORKSPACE_KEYS = ("project", "ranges", "preset", "ruleset", "sample", "last_run_id", "rank")
 
 
 def repo_root() -> Path | None:
@@ -37,12 +33,8 @@ def repo_root() -> Path | None:
 
 
 def default_home(env: Mapping[str, str] | None = None) -> Path:
-    """PHASE1_HOME, else ``.phase1`` of the checkout (not of the kernel's folder, which Voila serves)."""
-    env = os.environ if env is None else env
-    if env.get("PHASE1_HOME"):
-        return Path(env["PHASE1_HOME"]).resolve()
-    root = repo_root()
-    return (root / ".phase1") if root else config.phase1_home()
+    """PHASE1_HOME, else its one documented default (phase1lib.settings), as the CLI and the server use."""
+    return settings.get(env).home
 
 
 def examples_dir() -> Path | None:
@@ -50,35 +42,6 @@ def examples_dir() -> Path | None:
     root = repo_root()
     folder = root / "examples" if root else None
     return folder if folder and folder.is_dir() else None
-
-
-class Workspace:
-    """The analyst's hand-over between dashboards: project, ranges, preset, sample, last run, rank."""
-
-    def __init__(self, store: Store, user: str | None):
-        self.store = store
-        self.key = user or "anonymous"
-
-    def get(self) -> dict[str, Any]:
-        """The current workspace (empty when nothing was saved yet)."""
-        return dict(self.store.read(NS_WORKSPACE, self.key) or {})
-
-    def update(self, **changes: Any) -> dict[str, Any]:
-        """Merge ``changes`` (None removes a key) in one store transaction; returns the new workspace."""
-        unknown = sorted(set(changes) - set(WORKSPACE_KEYS))
-        if unknown:
-            raise KeyError(f"unknown workspace keys: {', '.join(unknown)}")
-
-        def fn(doc: dict[str, Any] | None) -> Write:
-            new = dict(doc or {})
-            for key, value in changes.items():
-                if value is None:
-                    new.pop(key, None)
-                else:
-                    new[key] = value
-            return Write(doc=new, result=new)
-
-        return dict(self.store.transact(NS_WORKSPACE, self.key, fn))
 
 
 @dataclass
@@ -92,11 +55,8 @@ class AppContext:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppContext:
         """The served context: the configured store, PHASE1_HOME and the kernel's user (:data:`USER_ENVS`)."""
-        env = dict(os.environ if env is None else env)
-        home = default_home(env)
-        env["PHASE1_HOME"] = str(home)
-        user = next((value for name in USER_ENVS if (value := (env.get(name) or "").strip())), None)
-        return cls(store=open_store(env), home=home, user=user)
+        config = settings.get(env)
+        return cls(store=open_store(env), home=config.home, user=config.kernel_user)
 
     @property
     def workspace(self) -> Workspace:
@@ -130,8 +90,8 @@ class AppContext:
 
 def _app_env() -> str:
     try:
-        return config.app_env()
-    except ValueError:
+        return settings.get().app_env
+    except ConfigError:
         return "prod"
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import math
 from typing import Any
 
 from ..engine.gates import TIERS
+from ..jsonsafe import finite_or_none
 from ..project import CURRENCY_SYMBOLS
 from ..text import safe_display
 
@@ -19,17 +19,6 @@ DASH = "–"
 TIER_ORDER = TIERS
 TIER_COLOURS = {"Diamond": "#2b7bb9", "Gold": "#c9a227", "Silver": "#8a949e", "Bronze": "#b06b3b",
                 "Not viable": "#c7c7c7"}
-
-
-def _finite(value: Any) -> float | None:
-    """``value`` as a float when it is a finite number, else None."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def symbol(currency: str | None) -> str:
@@ -41,7 +30,7 @@ def symbol(currency: str | None) -> str:
 
 def money(value: Any, currency: str | None, compact: bool = False, dp: int | None = None) -> str:
     """Money in the project currency: ``£254,116,771`` or, compact, ``£254.1m`` / ``£1.25bn`` (``dp`` decimals)."""
-    x = _finite(value)
+    x = finite_or_none(value)
     if x is None:
         return DASH
     sign = "−" if x < 0 else ""
@@ -56,19 +45,19 @@ def money(value: Any, currency: str | None, compact: bool = False, dp: int | Non
 
 def pct(value: Any, dp: int = 2) -> str:
     """A decimal rate or share as a percentage: 0.0425 -> ``4.25%``."""
-    x = _finite(value)
+    x = finite_or_none(value)
     return DASH if x is None else f"{x * 100:.{dp}f}%"
 
 
 def ratio(value: Any, dp: int = 2) -> str:
     """A cover ratio: 1.35 -> ``1.35x``."""
-    x = _finite(value)
+    x = finite_or_none(value)
     return DASH if x is None else f"{x:.{dp}f}x"
 
 
 def years(value: Any, dp: int = 1) -> str:
     """A duration in years: 12.08 -> ``12.1 yrs``; whole numbers without decimals."""
-    x = _finite(value)
+    x = finite_or_none(value)
     if x is None:
         return DASH
     return f"{x:.0f} yrs" if float(x).is_integer() else f"{x:.{dp}f} yrs"
@@ -76,19 +65,19 @@ def years(value: Any, dp: int = 1) -> str:
 
 def number(value: Any, dp: int = 0) -> str:
     """A plain number with thousands separators."""
-    x = _finite(value)
+    x = finite_or_none(value)
     return DASH if x is None else f"{x:,.{dp}f}"
 
 
 def bps(value: Any) -> str:
     """Basis points: 15 -> ``15 bps``."""
-    x = _finite(value)
+    x = finite_or_none(value)
     return DASH if x is None else f"{x:g} bps"
 
 
 def seconds(value: Any) -> str:
     """A duration: ``0.26 s``, ``3.4 s``, ``2 min 05 s``."""
-    x = _finite(value)
+    x = finite_or_none(value)
     if x is None:
         return DASH
     if x < 10:
@@ -100,7 +89,7 @@ def seconds(value: Any) -> str:
 
 def megabytes(value: Any) -> str:
     """Bytes as MB: ``512.3 MB``."""
-    x = _finite(value)
+    x = finite_or_none(value)
     return DASH if x is None else f"{x / 1e6:,.1f} MB"
 
 
@@ -112,17 +101,13 @@ def timestamp(value: Any) -> str:
         except ValueError:
             return safe_display(value)
     else:
-        x = _finite(value)
+        x = finite_or_none(value)
         if x is None:
             return DASH
         when = dt.datetime.fromtimestamp(x, dt.UTC)
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def yes_no(value: Any) -> str:
-    return DASH if value is None else ("yes" if value else "no")
 
 
 def esc(text: Any) -> str:

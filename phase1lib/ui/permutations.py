@@ -29,9 +29,6 @@ LABELS = {"senior_tenor": "Senior tenor", "senior_coupon": "Senior coupon", "sen
           "zcis_tenor_years": "ZCIS tenor", "io_months": "Interest-only months", "wrap": "Wrap",
           "mezz_on": "Mezzanine", "mezz_coupon": "Mezz coupon", "mezz_dscr": "Mezz DSCR (combined)",
           "mezz_tenor": "Mezz tenor", "mezz_amort": "Mezz amortisation", "sidecar_haircut_pct": "Sidecar haircut"}
-UNITS = {"senior_tenor": "yrs", "zcis_tenor_years": "yrs (0 = no hedge)", "io_months": "months",
-         "mezz_tenor": "yrs", "senior_coupon": "rate", "mezz_coupon": "rate", "senior_dscr": "x", "mezz_dscr": "x",
-         "sidecar_haircut_pct": "share"}
 _RATE_KEYS = ("senior_coupon", "mezz_coupon", "sidecar_haircut_pct")
 _EMPTY = object()
 #: Sample size offered by default when a grid exceeds the guardrail.

@@ -7,7 +7,6 @@ so the page stays responsive; widget updates from that thread go to the browser 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -17,11 +16,10 @@ import ipywidgets as widgets
 
 from .. import service
 from ..engine import RunCancelled, RunResult
-from ..engine.runner import DEFAULT_SEED, DEFAULT_TOPN
+from ..engine.runner import DEFAULT_SEED, DEFAULT_TOPN, default_workers
 from ..errors import Phase1Error
 from ..project import Project, validate_project
 from ..ranges import parse_ranges
-from ..runs import load_run, scan_runs
 from .components import BadRecords, Notice, heading, kv_table, page
 from .context import AppContext
 from .format import TIER_ORDER, esc, number, seconds, tier_badge, timestamp
@@ -49,7 +47,7 @@ class RunDashboard:
 
     def __init__(self, ctx: AppContext, workers: int | None = None):
         self.ctx = ctx
-        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.workers = workers or default_workers()
         self.seed = widgets.IntText(value=DEFAULT_SEED, description="Seed", layout=widgets.Layout(width="200px"))
         self.topn = widgets.BoundedIntText(value=DEFAULT_TOPN, min=1, max=1000, description="Top-N",
                                            layout=widgets.Layout(width="160px"))
@@ -222,7 +220,11 @@ class RunDashboard:
 
     def refresh_runs(self) -> None:
         """List the stored runs, newest first; name the ones that cannot be shown."""
-        metas, bad = scan_runs(self.ctx.home, limit=200)
+        try:
+            metas, bad = service.run_catalogue(self.ctx.store, self.ctx.home, limit=200)
+        except Phase1Error as error:
+            self.notice.failure("list the stored runs", error)
+            return
         self.bad_runs.show(bad)
         self.runs.options = [(run_label(m), m["run_id"]) for m in metas]
         if metas and self.runs.value is None:
@@ -234,7 +236,7 @@ class RunDashboard:
             self.notice.error("Pick a run in the list first.")
             return None
         try:
-            result = load_run(run_id, self.ctx.home, frame=False)
+            result = service.open_run(self.ctx.store, run_id, self.ctx.home, frame=False)
         except Phase1Error as error:
             self.notice.failure(f"reopen run {run_id}", error)
             return None

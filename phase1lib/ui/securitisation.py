@@ -17,7 +17,6 @@ from ..engine import RunResult, schedule
 from ..errors import Phase1Error
 from ..pricing import MARKET
 from ..project import Project, derive, parse_project
-from ..runs import load_run, scan_runs
 from . import charts
 from .components import (
     BadRecords,
@@ -257,7 +256,11 @@ class SecuritisationDashboard:
     # ---- runs ------------------------------------------------------------------------------------------------
     def refresh_runs(self) -> None:
         """Fill the run picker and open the workspace's current run (else the newest)."""
-        metas, bad = scan_runs(self.ctx.home, limit=200)
+        try:
+            metas, bad = service.run_catalogue(self.ctx.store, self.ctx.home, limit=200)
+        except Phase1Error as error:
+            self.notice.failure("list the stored runs", error)
+            return
         self.bad_runs.show(bad)
         self.run_picker.options = [(run_label(m), m["run_id"]) for m in metas]
         if not metas:
@@ -270,7 +273,7 @@ class SecuritisationDashboard:
     def open_run(self, run_id: str) -> RunResult | None:
         """Show a stored run: header, Top-N table, scatter; then its workspace rank (or rank 1)."""
         try:
-            result = load_run(run_id, self.ctx.home)
+            result = service.open_run(self.ctx.store, run_id, self.ctx.home)
             project = parse_project(result.meta["project"])
         except Phase1Error as error:
             self.notice.failure(f"open run {run_id}", error)
@@ -375,10 +378,6 @@ class SecuritisationDashboard:
         try:
             content, filename, mime = service.export_term_sheet(self.ctx.store, self.result.run_id, rank, "xlsx",
                                                                 home=self.ctx.home)
-        except ImportError:
-            self.download_notice.error("The Excel term sheet is not available in this build (phase1lib.termsheet "
-                                       "is missing).")
-            return None
         except Phase1Error as error:
             self.download_notice.failure("build the term sheet", error)
             return None

@@ -1,5 +1,6 @@
-"""Portfolio routes: ``POST /api/phase1/portfolio`` starts a background portfolio (an elevated admin session, like
-``/run/submit``), ``GET .../portfolio/progress/{job_id}`` and ``.../portfolio/result/{job_id}`` follow it.
+"""Portfolios of the business API: ``POST /api/phase1/portfolio`` starts a background portfolio (an elevated admin
+session, like ``/run/submit``), ``GET .../portfolio/progress/{job_id}`` and ``.../portfolio/result/{job_id}``
+follow it (paths, auth and flags are declared in :mod:`phase1lib.server.routes`).
 
 The body is a portfolio (phase1lib.portfolio.spec) with inline projects only: the server reads no file a client
 names, and a client cannot point the server at a Dask cluster: the operator does (PHASE1_DASK_SCHEDULER in the
@@ -11,16 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import ops, service
-from ..errors import ConflictError
-from ..portfolio import load_portfolio_answer, parse_portfolio
-from .handlers import CORE, JobHandler, route
-from .jobs import public_job
+from ... import ops, service
+from ...errors import ConflictError
+from ...portfolio import load_portfolio_answer, parse_portfolio
+from ..jobs import public_job
+from .jobs import JobHandler
 
 
-@route("/api/phase1/portfolio", "session", CORE,
-       "start a background portfolio: {\"title\", \"defaults\", \"projects\": [{\"project\": {...}, \"preset\" or "
-       "\"ranges\", ...}]}; answers {\"job_id\"}")
 class PortfolioSubmitHandler(JobHandler):
     async def post(self) -> None:
         await self.answer(self.submit, status=202)
@@ -53,7 +51,6 @@ class PortfolioSubmitHandler(JobHandler):
                 "result": f"/api/phase1/portfolio/result/{job_id}"}
 
 
-@route("/api/phase1/portfolio/progress/{job_id}", "session", CORE, "state and progress (0-1) of a portfolio")
 class PortfolioProgressHandler(JobHandler):
     async def get(self, job_id: str) -> None:
         await self.answer(self.progress, job_id)
@@ -63,8 +60,6 @@ class PortfolioProgressHandler(JobHandler):
         return {**public_job(job), "portfolio_id": job["run_id"]}
 
 
-@route("/api/phase1/portfolio/result/{job_id}", "session", CORE,
-       "a finished portfolio: {\"portfolio_id\", \"runs\", \"summary\"}; each run is an ordinary run")
 class PortfolioResultHandler(JobHandler):
     async def get(self, job_id: str) -> None:
         await self.answer(self.result, job_id)
@@ -77,10 +72,3 @@ class PortfolioResultHandler(JobHandler):
                                 progress=job["progress"], job_error=job.get("error"))
         ops.require_flag(self.store, "phase1_core")
         return {**load_portfolio_answer(job["run_id"]), "job_id": job_id}
-
-
-def portfolio_routes(base: str, job: str) -> list[tuple[str, type]]:
-    """The portfolio routes under ``base`` (``job``: the job id pattern), in matching order."""
-    return [(f"{base}/api/phase1/portfolio", PortfolioSubmitHandler),
-            (f"{base}/api/phase1/portfolio/progress/{job}", PortfolioProgressHandler),
-            (f"{base}/api/phase1/portfolio/result/{job}", PortfolioResultHandler)]
