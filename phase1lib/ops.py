@@ -243,6 +243,8 @@ def validate_candidate(raw: bytes) -> Ruleset:
     version = data.get("version")
     if not isinstance(version, str) or not RULESET_VERSION_RE.fullmatch(version):
         errors.append(FieldError("version", "must be 1-32 characters from A-Z a-z 0-9 _ . -"))
+    elif version in available_versions() and ruleset_from_bytes(raw).sha256 == load_ruleset(version).sha256:
+        return shipped_candidate(version)  # the shipped file itself (e.g. uploaded in the Ops Monitor)
     elif version in available_versions():
         errors.append(FieldError("version", f"{version} is a shipped ruleset: register it by name "
                                             f"(phase1 ops ruleset register {version}); a changed copy needs a new "
@@ -252,9 +254,50 @@ def validate_candidate(raw: bytes) -> Ruleset:
         errors.append(FieldError("description", problem))
     shape = load_ruleset(PRICED_SHAPE if "benchmark_curves" in data else STABLE_VERSION).data
     _structure_errors(shape, data, "", errors)
+    if not errors:  # the shape is right: now the values an engine can run on
+        errors.extend(_value_errors(data))
     if errors:
         raise InputError(errors, "candidate ruleset")
     return ruleset_from_bytes(raw)
+
+
+def _value_errors(data: Mapping[str, Any]) -> list[FieldError]:
+    """Values a candidate's tables must hold for the engine to run on them (the shape is checked already):
+    advance factors within (0, 1], DSCR floors >= 1, spreads >= 0 and not falling as the grade worsens, and
+    under v2 cap rates 0.02..0.20, LTV limits within (0, 1], a term premium >= 0 and a finite breakeven grid."""
+    errors: list[FieldError] = []
+
+    def need(ok: bool, path: str, rule: str) -> None:
+        if not ok:
+            errors.append(FieldError(path, rule))
+
+    for grade, row in data["tenants"].items():
+        need(0 < row["af_min"] <= row["af_max"] <= 1, f"tenants.{grade}",
+             "must have 0 < af_min <= af_max <= 1")
+        need(row["dscr_floor"] >= 1, f"tenants.{grade}.dscr_floor", "must be >= 1.0")
+        need(float(row["dsra_months"]).is_integer() and row["dsra_months"] >= 0, f"tenants.{grade}.dsra_months",
+             "must be a whole number of months >= 0")
+    spreads = [data["spread_bps"][g] for g in RATINGS]
+    need(all(s >= 0 for s in spreads) and spreads == sorted(spreads), "spread_bps",
+         "must be >= 0 and not fall from AAA to B")
+    mc = data["monte_carlo"]
+    need(float(mc["paths"]).is_integer() and 1 <= mc["paths"] <= 100_000, "monte_carlo.paths",
+         "must be a whole number 1 .. 100,000")
+    need(0 <= mc["percentile"] <= 100, "monte_carlo.percentile", "must be 0 .. 100")
+    if "benchmark_curves" in data:
+        for country, rate in data["cap_rates"].items():
+            need(0.02 <= rate <= 0.20, f"cap_rates.{country}", "must be 0.02 .. 0.20 (a project's cap_rate rule)")
+        for grade, share in data["max_ltv"].items():
+            need(0 < share <= 1, f"max_ltv.{grade}", "must be > 0 and <= 1")
+        premium = data["term_premium"]
+        need(premium["bps_per_year"] >= 0 and premium["above_years"] >= 0, "term_premium",
+             "bps_per_year and above_years must be >= 0")
+        grid = data["breakevens"]
+        need(grid["dscr"] > 0, "breakevens.dscr", "must be > 0")
+        need(0.25 <= grid["cpi_step_bps"] <= 100, "breakevens.cpi_step_bps",
+             "must be 0.25 .. 100 bps (at most 10,000 grid points from a base CPI of -5 %)")
+        need(-0.05 <= grid["cpi_max"] <= 0.20, "breakevens.cpi_max", "must be -0.05 .. 0.20 (the base_cpi domain)")
+    return errors
 
 
 def shipped_candidate(version: str) -> Ruleset:

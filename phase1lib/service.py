@@ -27,7 +27,7 @@ from .errors import (
     Phase1Error,
     ValueLimitError,
 )
-from .presets import list_presets
+from .presets import list_presets, preset_ruleset
 from .project import Project, derive, parse_project
 from .ranges import Grid, cardinality_summary, max_permutations, parse_ranges, precheck_guardrail
 from .ruleset import Ruleset
@@ -83,7 +83,7 @@ class RunPlan:
     seed: int
     gates: bool
     ruleset: Ruleset
-    ruleset_source: str  # "request" (the caller named it) or "canary" (the canary's cohort decided)
+    ruleset_source: str  # "request" (the caller named it), "preset" (the preset is written for it) or "canary"
     run_id: str
     chunked: bool
     cohort_key: str
@@ -93,16 +93,21 @@ class RunPlan:
 
 
 def plan_run(store: Store, project: Project, ranges: Mapping[str, Any], seed: int | None = None,
-             topn: int = DEFAULT_TOPN, sample: int | None = None, ruleset: str | None = None) -> RunPlan:
-    """Plan a run. A named ``ruleset`` is used as asked; otherwise the canary decides from the request's
-    cohort (the operations guide's rollout: the candidate for its share of cohorts, else the stable v1)."""
+             topn: int = DEFAULT_TOPN, sample: int | None = None, ruleset: str | None = None,
+             preset: str | None = None) -> RunPlan:
+    """Plan a run. A named ``ruleset`` is used as asked, then the ruleset a ``preset`` is written for (D45);
+    otherwise the canary decides from the request's cohort (the operations guide's rollout: the candidate for its
+    share of cohorts, else the stable v1)."""
     ops.require_flag(store, "phase1_core")
     precheck_guardrail(ranges, sample)  # counted arithmetically: refused before any value is built
     seed_ = ops.resolve_seed(store, seed)
     gates = ops.flag(store, "gates_ab")
     cohort = request_cohort_key(project, ranges, seed_, topn, sample, gates)
+    written_for = preset_ruleset(preset) if preset else None
     if ruleset is not None:
         rs, source = ruleset_named(store, ruleset), "request"
+    elif written_for is not None:
+        rs, source = ruleset_named(store, written_for), "preset"
     else:
         rs, source = ops.load_ruleset_version(store, ops.ruleset_for_run(store, cohort)), "canary"
     job = plan_grid(project, ranges, seed=seed_, topn=topn, sample=sample, ruleset=rs, gates=gates)
@@ -111,7 +116,10 @@ def plan_run(store: Store, project: Project, ranges: Mapping[str, Any], seed: in
 
 
 def _audit_ruleset(store: Store, plan: RunPlan, actor: str | None, request_id: str | None) -> None:
-    """Which ruleset a run uses and who or what chose it: the request (it bypasses the canary) or the canary."""
+    """A run whose ruleset was named (by the request or its preset) bypasses the canary: audited, with who asked.
+    A canary-decided run is not an action of anyone's: its ruleset is in its record (status/full recent runs)."""
+    if plan.ruleset_source == "canary":
+        return
     store.add_audit("run.ruleset", actor or "system", request_id, target=plan.run_id,
                     new=plan.ruleset.version, sha256=plan.ruleset.sha256, source=plan.ruleset_source)
 
@@ -167,10 +175,11 @@ def execute_run(store: Store, project: Project, ranges: Mapping[str, Any], *, se
                 topn: int = DEFAULT_TOPN, sample: int | None = None, workers: int = 1,
                 progress: Progress | None = None, cancel: threading.Event | None = None,
                 home: Path | None = None, ruleset: str | None = None, actor: str | None = None,
-                request_id: str | None = None) -> RunResult:
-    """Run (or find the stored run of) a range request; persist, index and measure it."""
+                request_id: str | None = None, preset: str | None = None, plan: RunPlan | None = None) -> RunResult:
+    """Run (or find the stored run of) a range request; persist, index and measure it. ``plan``: one the caller
+    made already with :func:`plan_run` (the same inputs), so a run is planned once."""
     with measured_run(store) as measure:
-        plan = plan_run(store, project, ranges, seed, topn, sample, ruleset)
+        plan = plan or plan_run(store, project, ranges, seed, topn, sample, ruleset, preset)
         measure.count = plan.count
         result = begin_run(store, plan, actor, request_id, home, progress)
         if result is None:
@@ -197,7 +206,7 @@ def plan_portfolio(store: Store, portfolio: Portfolio) -> list[RunPlan]:
         i = entry.index
         try:
             plans.append(plan_run(store, entry.project, entry.ranges, entry.seed, entry.topn, entry.sample,
-                                  entry.ruleset))
+                                  entry.ruleset, entry.preset))
         except ValueLimitError as error:
             over.extend(FieldError(field_of(i, e.field), e.message) for e in error.errors)
         except GuardrailError as error:
@@ -366,11 +375,18 @@ def run_ruleset(store: Store, meta: Mapping[str, Any]) -> Ruleset:
 
 def evaluate(store: Store, project: Project, structure: Any, seed: int | None = None,
              ruleset: str | None = None) -> dict[str, Any]:
-    """One structure with KPIs and schedule (the reverse DSCR calculator) under ``ruleset`` (default v1)."""
+    """One structure with KPIs and schedule (the reverse DSCR calculator) under ``ruleset``; without one the
+    canary decides, as for a run (the cohort of this project, structure and seed)."""
     ops.require_flag(store, "phase1_core")
     ops.require_flag(store, "reverse_dscr_engine")
-    rs = ruleset_named(store, ruleset)
-    out = evaluate_structure(project, structure, ruleset=rs, seed=ops.resolve_seed(store, seed))
+    seed_ = ops.resolve_seed(store, seed)
+    if ruleset is None:
+        cohort = request_cohort_key(project, structure if isinstance(structure, Mapping) else {}, seed_, 1, None,
+                                    True)
+        rs = ops.load_ruleset_version(store, ops.ruleset_for_run(store, cohort))
+    else:
+        rs = ruleset_named(store, ruleset)
+    out = evaluate_structure(project, structure, ruleset=rs, seed=seed_)
     return {**out, "ruleset": {"version": rs.version, "sha256": rs.sha256}}
 
 

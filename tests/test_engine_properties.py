@@ -153,3 +153,43 @@ def test_hint_text_names_lever_and_value():
         verb, key, _, value = hint.split(" ")
         assert verb in ("raise", "lower", "shorten") and key in ("senior_dscr", "senior_tenor", "mezz_dscr")
         assert math.isfinite(float(value))
+
+
+@pytest.mark.parametrize("name", ["frankfurt_dc_beta", "ashburn_dc_gamma"])
+def test_every_v2_near_miss_hint_passes_its_check_and_keeps_the_coupon_priced(name):
+    """Under v2 a senior_dscr hint re-prices a "market" point, and never moves an offered coupon below the
+    market (D39); a coupon hint names the market coupon up to a whole bp."""
+    from samples import sample
+
+    from phase1lib.ruleset import load_ruleset
+
+    v2 = load_ruleset("v2")
+    project = sample(name)
+    grid_ranges = {"senior_tenor": [10, 12, 15], "senior_coupon": ["market", 0.045, 0.05, 0.055, 0.07],
+                   "senior_dscr": {"min": 1.15, "max": 1.5, "step": 0.05}, "senior_amort": ["sculpted", "annuity"],
+                   "wrap": [False, True], "mezz_on": [False, True], "zcis_tenor_years": [0, 10]}
+    result = run(project, grid_ranges, ruleset=v2)
+    near = result.frame.filter(result.frame["near_miss"])
+    assert len(near) > 10
+    points, checks, levers = [], [], set()
+    for row in near.iter_rows(named=True):
+        if row["hint_value"] is None:  # "no single-lever fix" is said in the hint text
+            continue
+        _verb, key = LEVERS[row["hint_lever"]]
+        levers.add(key)
+        point = {k: row[k] for k in grid_ranges} | {"io_months": 0, "indexation_mode": "CPI_capped",
+                                                     "sidecar_haircut_pct": 0.15}
+        point["senior_coupon"] = row["senior_coupon"] if row["senior_coupon"] == "market" else float(
+            row["senior_coupon"])
+        if row["mezz_on"]:
+            point.update(mezz_coupon=row["mezz_coupon"], mezz_dscr=row["mezz_dscr"], mezz_tenor=row["mezz_tenor"],
+                         mezz_amort=row["mezz_amort"])
+        point[key] = int(row["hint_value"]) if key == "senior_tenor" else row["hint_value"]
+        points.append(point)
+        checks.append(CHECKS[row["near_miss_check"]])
+    assert {"senior_dscr", "senior_coupon"} <= levers
+    for check, point, rendered in zip(checks, points, evaluate_points(project, points, v2, seed=None), strict=True):
+        failed = {f["check"] for f in rendered["kpis"]["gate_a"] + rendered["kpis"]["gate_b"]}
+        assert check not in failed, (check, rendered["structure"])
+        if point["senior_coupon"] != "market":
+            assert "pricing" not in failed, (check, rendered["structure"])

@@ -69,7 +69,8 @@ def test_defaults_apply_and_a_project_overrides_them():
     london, frankfurt, inline = pf.projects
     assert pf.title == "Q4 pipeline" and len(pf) == 3
     assert (london.ranges, london.seed, london.topn, london.ruleset) == (preset_ranges("current_1920"), 7, 5, None)
-    assert frankfurt.ranges == preset_ranges("market_1920") and frankfurt.ruleset == "v2"  # the preset's (D45)
+    assert frankfurt.ranges == preset_ranges("market_1920") and frankfurt.preset == "market_1920"
+    assert frankfurt.ruleset is None  # the preset names v2 when it is planned (D45)
     assert (frankfurt.seed, frankfurt.topn) == (7, 5)
     assert (inline.ranges, inline.seed, inline.topn, inline.source) == (SMALL, 9, 3, "inline")
     assert london.project == load_project(LONDON) and london.source == str(LONDON)
@@ -178,14 +179,15 @@ def test_each_run_is_stored_exactly_as_phase1_run_stores_it(tmp_path, store, hom
     try:
         for entry, run in zip(pf.projects, result.runs, strict=True):
             one = service.execute_run(single_store, entry.project, entry.ranges, seed=entry.seed, topn=entry.topn,
-                                      sample=entry.sample, ruleset=entry.ruleset, home=single_home)
+                                      sample=entry.sample, ruleset=entry.ruleset, preset=entry.preset,
+                                      home=single_home)
             assert one.run_id == run.run_id and one.top == run.top
             assert _stored(home, run.run_id) == _stored(single_home, one.run_id)
     finally:
         single_store.close()
     assert [r.meta["ruleset"]["version"] for r in result.runs] == ["v1", "v2", "v1"]
-    assert {e["target"] for e in store.list_audit(100) if e["action"] == "run.ruleset"} == \
-        {r.run_id for r in result.runs}
+    audited = [e for e in store.list_audit(100) if e["action"] == "run.ruleset"]  # named rulesets only (D44)
+    assert [(e["target"], e["source"]) for e in audited] == [(result.runs[1].run_id, "preset")]
     assert [m["ok"] for m in store.list_metrics() if m["kind"] == "run"] == [True, True, True]
 
 

@@ -108,7 +108,7 @@ def singles(tmp_path: Path, portfolio) -> tuple[Path, list]:
     s = SQLiteStore(tmp_path / "single.db")
     try:
         return home, [service.execute_run(s, e.project, e.ranges, seed=e.seed, topn=e.topn, sample=e.sample,
-                                          ruleset=e.ruleset, home=home) for e in portfolio.projects]
+                                          ruleset=e.ruleset, preset=e.preset, home=home) for e in portfolio.projects]
     finally:
         s.close()
 

@@ -13,6 +13,7 @@ import reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from samples import sample
+from test_engine_reference import projects, structures
 
 from phase1lib.engine import evaluate_points, evaluate_structure, run
 from phase1lib.engine.gates import CHECKS
@@ -73,9 +74,44 @@ def test_a_malformed_v2_candidate_is_refused_naming_the_path(change, path):
     assert path in [e.field for e in info.value.errors], info.value
 
 
-def test_shipped_v2_is_registered_by_name_not_as_a_file_copy():
+def test_shipped_v2_is_registered_by_name_not_as_a_changed_copy():
     with pytest.raises(InputError, match="shipped ruleset: register it by name"):
-        validate_candidate(json.dumps(V2.data).encode())
+        validate_candidate(json.dumps(V2.data).encode())  # other bytes, same version: refused
+    from phase1lib.ruleset import RULESET_DIR
+
+    same = validate_candidate((RULESET_DIR / "v2.json").read_bytes())  # the shipped file itself, e.g. uploaded
+    assert same.version == "v2" and same.sha256 == V2.sha256
+
+
+@pytest.mark.parametrize(("change", "path"), [
+    (lambda d: d["breakevens"].update(cpi_step_bps=0), "breakevens.cpi_step_bps"),
+    (lambda d: d["breakevens"].update(cpi_max=0.5), "breakevens.cpi_max"),
+    (lambda d: d["cap_rates"].update(UK=0), "cap_rates.UK"),
+    (lambda d: d["max_ltv"].update(AA=7), "max_ltv.AA"),
+    (lambda d: d["spread_bps"].update(AAA=-500), "spread_bps"),
+    (lambda d: d["spread_bps"].update(A=100), "spread_bps"),
+    (lambda d: d["breakevens"].update(dscr=0), "breakevens.dscr"),
+    (lambda d: d["term_premium"].update(bps_per_year=-2), "term_premium"),
+    (lambda d: d["tenants"]["AA"].update(af_min=0.9), "tenants.AA"),
+])
+def test_a_v2_candidate_whose_values_the_engine_cannot_run_on_is_refused(change, path):
+    data = copy.deepcopy(V2.data)
+    data["version"] = "v2.8"
+    change(data)
+    with pytest.raises(InputError) as info:
+        validate_candidate(json.dumps(data).encode())
+    assert path in [e.field for e in info.value.errors], info.value
+
+
+def test_a_cpi_grid_ending_below_the_base_cpi_gives_no_cpi_breakeven():
+    from phase1lib.ruleset import ruleset_from_bytes
+
+    data = copy.deepcopy(V2.data)
+    data["version"], data["breakevens"]["cpi_max"] = "v2.7", 0.01  # London's base CPI is 0.02
+    narrow = ruleset_from_bytes(json.dumps(data).encode())
+    kpis = evaluate_structure(LONDON, {"senior_tenor": 20, "senior_dscr": 1.35}, ruleset=narrow)["kpis"]
+    assert kpis["breakeven_cpi"] is None and kpis["breakeven_cpi_capped"] is None
+    assert kpis["breakeven_rent_cut"] is not None
 
 
 # --- section 11.4 worked checks ---------------------------------------------------------------------
@@ -169,6 +205,9 @@ def test_v2_run_frame_keeps_the_coupon_as_given_and_the_number_used():
         assert u == (m if offered == "market" else float(offered))
     assert "permutation_id" not in frame.columns  # v2 derives ids on read (phase1lib.runs.frame_ids)
     assert result.meta["ruleset"] == {"version": "v2", "sha256": V2.sha256}
+    from phase1lib.engine.evaluate import LIMITS_V2
+
+    assert list(frame["binding_constraint"].dtype.categories) == list(LIMITS_V2)  # ltv among the limits
 
 
 def test_v2_ids_derived_on_read_are_exact(tmp_path):
@@ -334,3 +373,41 @@ def test_v2_presets_find_viable_structures_or_the_sample_says_why_not(preset):
         assert bronze.height > 0  # the description's near misses, on the check it names
         assert set(bronze["near_miss_check"].to_list()) == {CHECKS.index("advance_factor")}
     assert viable_somewhere
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_breakeven_invariants_across_projects(data):
+    """Every country, period frequency, indexation basis, opex 0, mezzanine, wrap, IO: at the rent cut and at the
+    opex rise the min senior DSCR is 1.00; one bp above the CPI breakeven fails; a market point never fails
+    pricing."""
+    project = data.draw(projects(priced=True))
+    if data.draw(st.booleans()):
+        project = parse_project({**project.to_dict(), "opex_pct": 0.0})
+    point = {**data.draw(structures(project, priced=True)), "senior_coupon": "market"}
+    kpis = evaluate_points(project, [point], V2, seed=None)[0]["kpis"]
+    assert "pricing" not in [f["check"] for f in kpis["gate_b"]]
+    if kpis["senior_amount"] <= 0:
+        assert kpis["breakeven_rent_cut"] is None
+        return
+    ref = reference.evaluate(project, point, V2)
+    service = ref["schedule"]["senior_service"]
+    served = [p for p in range(1, len(service) + 1) if service[p - 1] > 0]
+    if not served:
+        return
+    test_end = max(served)
+    at_rent = min_dscr_at(project, point, service, test_end, rent_mult=1 - kpis["breakeven_rent_cut"])
+    assert at_rent == pytest.approx(1.0, abs=1e-9)
+    if project.opex_pct == 0:
+        assert kpis["breakeven_opex_rise"] is None
+    else:
+        at_opex = min_dscr_at(project, point, service, test_end, opex_mult=1 + kpis["breakeven_opex_rise"])
+        assert at_opex == pytest.approx(1.0, abs=1e-9)
+    if kpis["breakeven_cpi"] is not None and not kpis["breakeven_cpi_capped"]:
+        derived = derive(project, V2)
+        x = round(kpis["breakeven_cpi"] + 1e-4, 10)
+        cf = reference.realised_cash_flows(project, derived, int(point["zcis_tenor_years"]),
+                                           [x] * (project.lease_years - 1))
+        side = ref["schedule"]["sidecar"]
+        lowest = reference.min_ratio([c - s for c, s in zip(cf, side, strict=True)], service, test_end)
+        assert lowest < 1.0 - 1e-9

@@ -345,9 +345,11 @@ def test_the_canary_rolls_runs_out_to_v2_and_back(server: Server):
     assert named.status == 200 and named.json()["ruleset"] == "v2", named.text
     audit = json.loads(server.cli("ops", "audit", "--n", "20").stdout)["entries"]
     runs = {e["target"]: e for e in audit if e["action"] == "run.ruleset"}
-    assert runs[first.json()["run_id"]]["new"] == "v2" and runs[first.json()["run_id"]]["source"] == "canary"
-    assert runs[second.json()["run_id"]]["new"] == "v1"
+    # a canary-decided run is nobody's action: its ruleset is in its record; a request that names one is audited
+    assert first.json()["run_id"] not in runs and second.json()["run_id"] not in runs
     assert runs[named.json()["run_id"]]["source"] == "request" and runs[named.json()["run_id"]]["actor"] == "carol"
+    recent = {r["run_id"]: r for r in anon("/api/phase1/status/full", headers=h).json()["recent_runs"]}
+    assert recent[first.json()["run_id"]]["ruleset"] == "v2" and recent[second.json()["run_id"]]["ruleset"] == "v1"
     actions = [e["action"] for e in audit]
     assert "canary.update" in actions and "canary.rollback" in actions and "ruleset.register" in actions
     bad = carol("/api/phase1/run", method="POST", json_body={**body, "ruleset": "v9"})

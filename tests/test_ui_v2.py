@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from samples import sample
 from ui_helpers import ADMIN, make_context
 
+from phase1lib import ops
 from phase1lib.project import derive
 from phase1lib.ruleset import load_ruleset
 from phase1lib.ui import PermutationsDashboard, ProjectsDashboard, RunDashboard, SecuritisationDashboard
@@ -16,6 +18,8 @@ from phase1lib.ui.format import money, pct
 
 def test_v2_preset_run_and_securitisation(tmp_path: Path) -> None:
     ctx = make_context(tmp_path)
+    ops.register_candidate(ctx.store, ops.shipped_candidate("v2"), ADMIN)  # the dashboards offer a live candidate
+    ops.update_canary(ctx.store, 10, "first slice", ADMIN)
     projects = ProjectsDashboard(ctx)
     projects.load_sample("Frankfurt DC Beta")
     assert "Lending value (v2)" in projects.preview.value
@@ -45,3 +49,22 @@ def test_v2_preset_run_and_securitisation(tmp_path: Path) -> None:
     assert sec.breakeven_box.layout.display == "flex"
     assert pct(k["breakeven_rent_cut"], 1) in sec.breakevens.value and pct(k["breakeven_cpi"]) in sec.breakevens.value
     assert f"market: {pct(k['senior_coupon'])}" in sec.terms.value
+
+
+def test_a_rollback_takes_the_candidate_out_of_every_dashboard(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path)
+    ops.register_candidate(ctx.store, ops.shipped_candidate("v2"), ADMIN)
+    ops.update_canary(ctx.store, 25, "slice", ADMIN)
+    ctx.workspace.update(project=sample("slough_dc_delta").to_dict())
+    perms = PermutationsDashboard(ctx)
+    assert "v2" in [v for _label, v in perms.ruleset.options]
+    perms.ruleset.value = "v2"
+    perms.choose_preset("current_1920")
+    perms.use_button.click()
+    assert ctx.workspace.get()["ruleset"] == "v2"
+    ops.rollback(ctx.store, 0, "emergency", ADMIN)
+    assert [v for _label, v in PermutationsDashboard(ctx).ruleset.options] == ["", "v1"]
+    run = RunDashboard(ctx, workers=1)
+    assert "as the canary decides" in run.inputs.value  # the pinned v2 no longer applies
+    run.run_button.click()
+    assert run.wait(120) and run.result is not None and run.result.meta["ruleset"]["version"] == "v1"

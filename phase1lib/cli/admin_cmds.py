@@ -223,7 +223,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_ruleset_register(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    if args.file in available_versions() and not path.exists():  # a shipped version by name
+    if args.file in available_versions():  # a shipped version by name (a file of that name: ./v2)
         shipped = ops.shipped_candidate(args.file)
         emit(_with_store(lambda store: ops.register_candidate(store, shipped, cli_actor(), _request_id())))
         return 0

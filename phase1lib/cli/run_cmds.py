@@ -7,7 +7,7 @@ import sys
 import time
 
 from ..defaults import DEFAULT_TOPN
-from ..presets import preset_ranges, preset_ruleset
+from ..presets import preset_ranges
 from ..project import load_project, read_json_file
 from ..store import open_store
 from . import cli_actor, emit, say
@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         result = service.execute_run(store, project, ranges, seed=args.seed, topn=args.top, sample=args.sample,
                                      workers=runner.default_workers(args.workers), progress=ProgressBar(),
-                                     ruleset=args.ruleset or preset_ruleset(args.preset), actor=cli_actor())
+                                     ruleset=args.ruleset, preset=args.preset, actor=cli_actor())
     finally:
         store.close()
     summary = result.summary()

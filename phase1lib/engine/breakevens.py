@@ -70,6 +70,8 @@ def breakevens(ctx: Context, table: Mapping[str, np.ndarray]) -> dict[str, np.nd
         "breakeven_cpi_capped": np.full(rows, np.nan),
     }
     xs = cpi_grid(ctx)
+    if len(xs) == 0:  # base CPI above the grid's end (a candidate ruleset's cpi_max): no CPI breakeven
+        return result
     inv = np.divide(1.0, service, out=np.full(service.shape, np.nan), where=served)
     for case in np.unique(det.case):
         cash = cpi_cash(ctx, int(case), xs)

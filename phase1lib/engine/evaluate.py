@@ -21,7 +21,7 @@ from ..ruleset import TOL, Ruleset, notch
 from . import kernels
 from .arrays import safe_div, seqsum
 from .cashflows import STRESS_NAMES, CaseFlows, case_flows
-from .gates import REPO_RULES, check_table, near_miss, repo_failures, tiers
+from .gates import CHECKS, REPO_RULES, check_table, near_miss, repo_failures, tiers
 from .hints import closed_form, ladder_search
 from .irr import annualised_irr, irr_factor_periods, irr_factor_yearly
 from .mezz import LEVEL as MEZZ_LEVEL
@@ -479,8 +479,8 @@ def _hints(ctx: Context, table: Mapping[str, np.ndarray], out: Mapping[str, np.n
         """The all-in rate stays put at senior_dscr new_k: no wrap and no market coupon to re-price, or the
         underlying notch does not move (a "market" point is re-priced at the hinted value, section 11.1)."""
         repriced = sub_table["wrap"][rows_]
-        if ctx.priced:
-            repriced = repriced | np.isnan(sub_table["senior_coupon"][rows_])
+        if ctx.priced:  # a market point re-prices; an offered coupon may newly fall below market (D39)
+            repriced = np.ones_like(repriced)
         new_notch = np.maximum(ladder_notch(ctx.ruleset, ctx.project.country, new_k), cap)
         return ~repriced | (new_notch == underlying[near][rows_])
 
@@ -499,9 +499,13 @@ def search_hints(ctx: Context, table: Mapping[str, np.ndarray], out: dict[str, n
     """
     todo = np.flatnonzero(out["_hint_search"])
     if len(todo):
+        also = np.zeros(len(todo), dtype=np.int64)
+        if ctx.priced:  # a hinted senior_dscr must not make an offered coupon fall below the market (D39)
+            offered = ~np.isnan(table["senior_coupon"][todo].astype(float))
+            also[offered] = np.int64(1) << np.int64(CHECKS.index("pricing"))
         out["hint_value"][todo] = ladder_search(
             lambda t: evaluate(ctx, t, hints=False), take_rows(table, todo), out["hint_lever"][todo],
-            out["near_miss_check"][todo], hint_constants(ctx))
+            out["near_miss_check"][todo], hint_constants(ctx), also)
         out["_hint_search"][todo] = False
 
 

@@ -129,13 +129,16 @@ def closed_form(k: Mapping[str, np.ndarray], table: Mapping[str, np.ndarray], co
 
 
 def ladder_search(evaluate: Evaluator, table: Mapping[str, np.ndarray], lever: np.ndarray, check: np.ndarray,
-                  consts: Mapping[str, float]) -> np.ndarray:
+                  consts: Mapping[str, float], also: np.ndarray | None = None) -> np.ndarray:
     """Lever value per row found by bisection on its ladder, re-evaluating with each candidate; NaN = none.
 
     Ladders: senior_dscr and mezz_dscr move in 0.01 steps up to 1.00 away (senior_dscr not below 1.00);
-    senior_tenor moves down one year at a time to 1.
+    senior_tenor moves down one year at a time to 1. ``also``: per row, a bitmask of further checks the value
+    must pass (v2: ``pricing`` for an offered coupon).
     """
     rows = len(check)
+    assert not np.any(lever == RAISE_COUPON), "the coupon hint is closed-form, never searched"
+    extra = np.zeros(rows, dtype=np.int64) if also is None else also
     key = np.where(lever == SHORTEN_TENOR, 0, np.where(lever == RAISE_MEZZ_DSCR, 2, 1))
     base = np.where(key == 0, table["senior_tenor"].astype(float),
                     np.where(key == 2, table["mezz_dscr"], table["senior_dscr"]))
@@ -148,14 +151,19 @@ def ladder_search(evaluate: Evaluator, table: Mapping[str, np.ndarray], lever: n
     def candidate(i: np.ndarray, sel: np.ndarray) -> np.ndarray:
         return np.round(start[sel] + direction[sel] * step[sel] * i, 2)
 
-    def passes(sel: np.ndarray, i: np.ndarray) -> np.ndarray:
+    # Moving up (a higher DSCR target) improves the rating, so the market coupon falls and an offered coupon only
+    # gets better: the extra checks are searched with the failed one. Moving down can only make them worse:
+    # the smallest move that passes the failed check is the only candidate, verified for them afterwards.
+    searched = np.where(direction > 0, extra, 0)
+
+    def passes(sel: np.ndarray, i: np.ndarray, bits: np.ndarray = searched) -> np.ndarray:
         variant = {name: col[sel].copy() for name, col in table.items()}
         values = candidate(i, sel)
         for code, name in ((0, "senior_tenor"), (1, "senior_dscr"), (2, "mezz_dscr")):
             here = key[sel] == code
             variant[name][here] = values[here].astype(variant[name].dtype)
         out = evaluate(variant)
-        bit = np.left_shift(np.int64(1), check[sel].astype(np.int64))
+        bit = np.left_shift(np.int64(1), check[sel].astype(np.int64)) | bits[sel]
         return (out["fail_mask"] & bit) == 0
 
     result = np.full(rows, np.nan)
@@ -174,5 +182,11 @@ def ladder_search(evaluate: Evaluator, table: Mapping[str, np.ndarray], lever: n
         new_hi[np.flatnonzero(move)[test]] = mid[move][test]
         new_lo[np.flatnonzero(move)[~test]] = mid[move][~test]
         hi, lo = new_hi, new_lo
+    verify = (extra[live] != 0) & (direction[live] < 0)
+    if np.any(verify):
+        ok = passes(live[verify], hi[verify], extra)
+        keep = np.ones(len(live), dtype=bool)
+        keep[np.flatnonzero(verify)[~ok]] = False
+        live, hi = live[keep], hi[keep]
     result[live] = candidate(hi, live)
     return result

@@ -11,8 +11,8 @@ A portfolio is JSON::
 
 Per project (or in ``defaults``): ``ranges`` (an object of range keys) or ``preset`` (a name), ``ruleset``,
 ``seed``, ``topn``, ``sample``; a project's own value wins over the default. A preset written for v2 names its
-ruleset, as with ``phase1 run --preset`` (D45). Over the REST API projects are inline objects only (the server
-reads no file a client names).
+ruleset unless one is given, as with ``phase1 run --preset`` (D45). Over the REST API projects are inline objects
+only (the server reads no file a client names).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 from .. import settings
 from ..defaults import DEFAULT_TOPN
 from ..errors import FieldError, GuardrailError, InputError, Phase1Error
-from ..presets import preset_names, preset_ranges, preset_ruleset
+from ..presets import preset_names, preset_ranges
 from ..project import Project, read_json_file, validate_project
 from ..settings import DEFAULT_MAX_PORTFOLIO_PERMUTATIONS  # noqa: F401 - the default, written once
 from ..text import text_problem
@@ -227,7 +227,7 @@ def parse_portfolio(data: Any, base: Path | str | None = None, source: str = "in
             continue
         preset = merged.get("preset")
         ranges = preset_ranges(preset) if preset else merged["ranges"]
-        ruleset = merged.get("ruleset") or (preset_ruleset(preset) if preset else None)  # D45
+        ruleset = merged.get("ruleset")  # else the preset's (D45, planned as a preset's) or the canary's
         projects.append(PortfolioProject(project=project, ranges=ranges, preset=preset, ruleset=ruleset,
                                          seed=merged.get("seed"), topn=merged.get("topn", DEFAULT_TOPN),
                                          sample=merged.get("sample"), source=path, index=i))

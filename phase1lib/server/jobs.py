@@ -45,7 +45,7 @@ class JobRunner:
         self._lock = threading.Lock()
 
     def submit(self, owner: str, project: Project, ranges: Mapping[str, Any], *, seed: int | None, topn: int,
-               sample: int | None, permutations: int, request_id: str, ruleset: str | None = None) -> dict[str, Any]:
+               sample: int | None, permutations: int, request_id: str, plan: Any = None) -> dict[str, Any]:
         """Queue a run; the caller has reserved a run slot (released when the job ends)."""
         store = self.ctx.store
         job = store.create_job(owner, message=f"queued: {permutations:,} permutations")
@@ -54,7 +54,7 @@ class JobRunner:
             self._cancels[job["job_id"]] = cancel
         try:
             self.ctx.executor.submit(self._run, job["job_id"], project, dict(ranges), seed, topn, sample, cancel,
-                                     request_id, ruleset, owner)
+                                     request_id, plan, owner)
         except RuntimeError:  # the pool is shut down: the server is stopping
             self._finish(job["job_id"], "failed", error="the server is shutting down")
             raise
@@ -75,7 +75,7 @@ class JobRunner:
         return report
 
     def _run(self, job_id: str, project: Project, ranges: dict[str, Any], seed: int | None, topn: int,
-             sample: int | None, cancel: threading.Event, request_id: str, ruleset: str | None = None,
+             sample: int | None, cancel: threading.Event, request_id: str, plan: Any = None,
              owner: str | None = None) -> None:
         store = self.ctx.store
         try:
@@ -83,7 +83,7 @@ class JobRunner:
                 raise RunCancelled("run cancelled before it started")
             store.update_job(job_id, state="running", message="running")
             result = service.execute_run(store, project, ranges, seed=seed, topn=topn, sample=sample,
-                                         progress=self._progress(job_id), cancel=cancel, ruleset=ruleset,
+                                         progress=self._progress(job_id), cancel=cancel, plan=plan,
                                          actor=owner, request_id=request_id)
         except RunCancelled:
             self._finish(job_id, "failed", error=getattr(cancel, "reason", None) or "cancelled")

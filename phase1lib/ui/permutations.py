@@ -19,7 +19,7 @@ from ..presets import list_presets, preset_ranges
 from ..pricing import MARKET
 from ..project import Project, validate_project
 from ..ranges import ALIASES, KEY_SPECS, Grid, KeySpec, check_guardrail, max_permutations, parse_ranges
-from ..ruleset import Ruleset, available_versions, load_ruleset
+from ..ruleset import STABLE_VERSION, Ruleset
 from .components import Notice, heading, page
 from .context import AppContext
 from .format import esc, number, pct, ratio
@@ -321,6 +321,10 @@ class PermutationsDashboard:
             written_for = self.presets[change["new"]].get("ruleset")
             if written_for and written_for in [v for _label, v in self.ruleset.options]:
                 self.ruleset.value = written_for  # a market-coupon preset is a v2 preset
+            elif written_for:
+                self.notice.warn(f"Preset {change['new']} is written for ruleset {written_for}, which is not live "
+                                 "in the dashboards (the canary has not rolled it out): its ranges are shown, "
+                                 "but they need that ruleset.")
             self.fill(preset_ranges(change["new"]))
 
     def _describe_preset(self) -> None:
@@ -411,16 +415,29 @@ class PermutationsDashboard:
 
 
 def ruleset_options(ctx: AppContext) -> list[tuple[str, str]]:
-    """The ruleset choices: the canary's decision (no ruleset named), each shipped ruleset, each candidate."""
-    listed = ops.list_rulesets(ctx.store)
-    options = [("as the canary decides", "")]
-    for version in available_versions():
-        rs = load_ruleset(version)
-        options.append((f"{version}{' (market-priced notes)' if rs.priced else ' (stable)' if version == 'v1' else ''}",
-                        version))
-    options += [(f"{r['version']} (candidate)", r["version"]) for r in listed["registered"]
-                if r["version"] not in available_versions()]
+    """The rulesets a dashboard may pin: in the dashboards the canary decides, so beside "as the canary decides"
+    only the stable ruleset and, while the canary rolls it out (above 0 %), the candidate; a rollback to 0 %
+    removes the candidate from every dashboard at once (the API and CLI may still name a ruleset: audited)."""
+    options = [("as the canary decides", ""), (f"{STABLE_VERSION} (stable)", STABLE_VERSION)]
+    canary = ops.get_canary(ctx.store)
+    if canary["candidate"] and canary["percentage"] > 0:
+        priced = " market-priced notes," if load_ruleset_priced(ctx, canary["candidate"]) else ""
+        options.append((f"{canary['candidate']} (candidate,{priced} live for {canary['percentage']:g} %)",
+                        canary["candidate"]))
     return options
+
+
+def pinned_ruleset(ctx: AppContext) -> str | None:
+    """The ruleset the workspace pins, while the dashboards may still offer it (else None: the canary decides)."""
+    wanted = ctx.workspace.get().get("ruleset")
+    return wanted if wanted and wanted in {v for _label, v in ruleset_options(ctx)} else None
+
+
+def load_ruleset_priced(ctx: AppContext, version: str) -> bool:
+    try:
+        return service.ruleset_named(ctx.store, version).priced
+    except Phase1Error:
+        return False
 
 
 def permutations_dashboard(ctx: AppContext | None = None) -> widgets.Widget:

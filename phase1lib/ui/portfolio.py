@@ -15,11 +15,12 @@ from .. import service
 from ..defaults import DEFAULT_SEED, DEFAULT_TOPN
 from ..engine import RunCancelled
 from ..portfolio import Portfolio, PortfolioResult, parse_portfolio, scheduler_address
-from ..presets import preset_names
+from ..presets import preset_names, preset_ruleset
 from ..project import load_project, validate_project
 from .components import Notice, grid_table, heading
 from .context import AppContext, examples_dir
 from .format import esc, money, number, tier_badge
+from .permutations import pinned_ruleset, ruleset_options
 
 #: Seconds between two progress-bar updates (the last one always shows).
 PROGRESS_EVERY_S = 0.1
@@ -41,6 +42,13 @@ def project_choices(ctx: AppContext) -> list[tuple[str, str]]:
         except Exception:  # a file that is not a project (a structure) is not offered
             continue
     return choices
+
+
+def offered_presets(ctx: AppContext) -> list[str]:
+    """The presets a dashboard offers: those written for any ruleset, and those written for a ruleset the
+    dashboards offer now (a v2 preset only while the canary rolls v2 out, D45)."""
+    offered = {version for _label, version in ruleset_options(ctx) if version}
+    return [name for name in preset_names() if preset_ruleset(name) in (None, *offered)]
 
 
 def summary_table(result: PortfolioResult) -> str:
@@ -69,7 +77,7 @@ class PortfolioSection:
         self.workers = workers
         self.projects = widgets.SelectMultiple(options=[], rows=6, description="Projects",
                                                layout=widgets.Layout(width="520px"))
-        self.preset = widgets.Dropdown(options=preset_names(), value="current_1920", description="Preset",
+        self.preset = widgets.Dropdown(options=offered_presets(ctx), value="current_1920", description="Preset",
                                        layout=widgets.Layout(width="300px"))
         self.seed = widgets.IntText(value=DEFAULT_SEED, description="Seed", layout=widgets.Layout(width="200px"))
         self.topn = widgets.BoundedIntText(value=DEFAULT_TOPN, min=1, max=1000, description="Top-N",
@@ -120,9 +128,10 @@ class PortfolioSection:
         entries: list[Any] = []
         for key in self.projects.value:
             entries.append({"project": self.ctx.workspace.get()["project"]} if key == WORKSPACE else key)
-        return parse_portfolio({"defaults": {"preset": self.preset.value, "seed": int(self.seed.value),
-                                             "topn": int(self.topn.value)}, "projects": entries}, base="/",
-                               source="dashboard", strict=False)
+        defaults = {"preset": self.preset.value, "seed": int(self.seed.value), "topn": int(self.topn.value),
+                    "ruleset": pinned_ruleset(self.ctx)}  # in the dashboards the canary decides (D44)
+        return parse_portfolio({"defaults": {k: v for k, v in defaults.items() if v is not None},
+                                "projects": entries}, base="/", source="dashboard", strict=False)
 
     @property
     def running(self) -> bool:

@@ -23,6 +23,7 @@ from ..ranges import parse_ranges
 from .components import BadRecords, Notice, heading, kv_table, page
 from .context import AppContext
 from .format import TIER_ORDER, esc, number, seconds, tier_badge, timestamp
+from .permutations import pinned_ruleset
 from .portfolio import PortfolioSection
 
 #: Seconds between two progress-bar updates (the last one always shows).
@@ -112,11 +113,11 @@ class RunDashboard:
         rows = [("Project", esc(project.title) if project else "–")]
         if ranges is not None:
             try:
-                ruleset = service.ruleset_named(self.ctx.store, ws.get("ruleset"))
-                card = parse_ranges(ranges, project, ruleset).cardinality
+                pinned = pinned_ruleset(self.ctx)
+                card = parse_ranges(ranges, project, service.ruleset_named(self.ctx.store, pinned)).cardinality
                 what = f"preset {ws['preset']}" if ws.get("preset") else "custom ranges"
                 rows.append(("Ranges", f"{esc(what)} · {card:,} permutations"))
-                rows.append(("Ruleset", esc(ws.get("ruleset") or "as the canary decides")))
+                rows.append(("Ruleset", esc(pinned or "as the canary decides")))
                 if sample:
                     rows.append(("Sample", f"{sample:,} drawn at random"))
             except Phase1Error as error:
@@ -179,8 +180,7 @@ class RunDashboard:
         try:
             result = service.execute_run(self.ctx.store, project, ranges, seed=seed, topn=topn, sample=sample,
                                          workers=self.workers, progress=self._on_progress, cancel=self._cancel,
-                                         home=self.ctx.home, ruleset=self.ctx.workspace.get().get("ruleset"),
-                                         actor=self.ctx.user)
+                                         home=self.ctx.home, ruleset=pinned_ruleset(self.ctx), actor=self.ctx.user)
         except RunCancelled:
             self.progress.bar_style = "warning"
             self.notice.warn(f"Run cancelled after {seconds(time.perf_counter() - started)}; nothing was saved.")

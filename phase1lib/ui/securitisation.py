@@ -12,7 +12,7 @@ from typing import Any
 import ipywidgets as widgets
 import polars as pl
 
-from .. import ops, service
+from .. import service
 from ..engine import RunResult, schedule
 from ..errors import Phase1Error
 from ..pricing import MARKET
@@ -344,7 +344,7 @@ class SecuritisationDashboard:
 
     def _ruleset(self) -> Any:
         assert self.result is not None
-        return ops.load_ruleset_version(self.ctx.store, self.result.meta["ruleset"]["version"])
+        return service.run_ruleset(self.ctx.store, self.result.meta)
 
     def _draw_structure(self, row: Mapping[str, Any]) -> None:
         assert self.result is not None and self.project is not None

@@ -120,12 +120,11 @@ def parse_run_request(body: Mapping[str, Any]) -> dict[str, Any]:
     ruleset = body.get("ruleset")
     if ruleset is not None and not isinstance(ruleset, str):
         errors.append(FieldError("ruleset", f"must be a ruleset version such as \"v2\" (got {ruleset!r})"))
-    elif ruleset is None and has_preset and not has_ranges and ranges is not None:
-        ruleset = preset_ruleset(body["preset"])  # a preset written for v2 names its ruleset (D45)
     if errors:
         raise InputError(errors, "run request")
+    preset = body["preset"] if has_preset and not has_ranges else None  # a v2 preset names its ruleset (D45)
     return {"seed": seed, "topn": topn, "sample": sample, "ranges": ranges, "project": body.get("project"),
-            "ruleset": ruleset}
+            "ruleset": ruleset, "preset": preset}
 
 
 def run_answer(result: RunResult, project: Project, source: str) -> dict[str, Any]:
@@ -162,6 +161,7 @@ class CardinalityHandler(BusinessHandler):
     def cardinality(self) -> dict[str, Any]:
         request = parse_run_request(self.body_fields(("ranges", "preset", "project", "ruleset"),
                                                      "cardinality request"))
+        request["ruleset"] = request["ruleset"] or (preset_ruleset(request["preset"]) if request["preset"] else None)
         project = _parse_project_field(request["project"]) if request["project"] is not None \
             else self.optional_project()
         return service.cardinality(self.store, request["ranges"], project, request["ruleset"])
@@ -175,7 +175,8 @@ class RunHandler(BusinessHandler):
             result = await self.in_pool(service.execute_run, self.store, project, request["ranges"],
                                         seed=request["seed"], topn=request["topn"], sample=request["sample"],
                                         cancel=self.ctx.shutting_down, ruleset=request["ruleset"],
-                                        actor=self.session.username, request_id=self.request_id)
+                                        preset=request["preset"], actor=self.session.username,
+                                        request_id=self.request_id)
         finally:
             self.ctx.release_run()
         await self.answer(self.finish_run, result, project, source)

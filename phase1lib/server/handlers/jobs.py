@@ -19,13 +19,13 @@ class SubmitHandler(BusinessHandler):
         request = parse_run_request(self.json_body())
         project, source = self.resolve_project(request["project"])
         plan = service.plan_run(self.store, project, request["ranges"], request["seed"], request["topn"],
-                                request["sample"], request["ruleset"])
+                                request["sample"], request["ruleset"], request["preset"])
         permutations = plan.count
         self.reserve_run()
-        try:
+        try:  # the job runs this plan: planned once, so the run_id, seed and ruleset are the ones answered here
             job = self.ctx.jobs.submit(self.session.username, project, request["ranges"], seed=request["seed"],
                                        topn=request["topn"], sample=request["sample"], permutations=permutations,
-                                       request_id=self.request_id, ruleset=request["ruleset"])
+                                       request_id=self.request_id, plan=plan)
         except BaseException:
             self.ctx.release_run()
             raise
