@@ -420,10 +420,12 @@ def export_term_sheet(store: Store, run_id: str, rank: int, fmt: str = "xlsx",
     result = load_run(run_id, home)
     refuse_bad_run(result.run_id, result.meta)
     result.top_row(rank)  # NotFoundError for a rank outside the Top-N
+    ruleset = run_ruleset(store, result.meta)  # shipped or a registered candidate, its sha256 checked
     name = f"phase1-{run_id}-rank{rank}"
     if fmt == "json":
-        return json.dumps(term_sheet_json(result, rank), indent=2).encode(), f"{name}.json", "application/json"
-    return to_xlsx_bytes(result, rank), f"{name}.xlsx", XLSX_MIME
+        return (json.dumps(term_sheet_json(result, rank, ruleset), indent=2).encode(), f"{name}.json",
+                "application/json")
+    return to_xlsx_bytes(result, rank, ruleset), f"{name}.xlsx", XLSX_MIME
 
 
 def refuse_bad_run(run_id: str, meta: Mapping[str, Any]) -> None:

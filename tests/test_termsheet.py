@@ -21,17 +21,23 @@ from typing import Any
 
 import openpyxl
 import pytest
+from openpyxl.worksheet.formula import ArrayFormula
 
 from phase1lib import ops, service, termsheet
 from phase1lib.cli import main
 from phase1lib.engine import schedule
+from phase1lib.engine.cashflows import STRESS_NAMES
+from phase1lib.engine.evaluate import LIMITS
 from phase1lib.engine.runner import RunResult, run
+from phase1lib.engine.structure import structure_detail
 from phase1lib.errors import ConflictError, DisabledError, NotFoundError
 from phase1lib.presets import preset_ranges
-from phase1lib.project import derive, load_project, parse_project
-from phase1lib.ruleset import load_ruleset, ruleset_from_bytes
+from phase1lib.project import TENANT_RATINGS, load_project, parse_project
+from phase1lib.ruleset import RATINGS, load_ruleset, ruleset_from_bytes
 from phase1lib.runs import load_run, save_run
 from phase1lib.store import SQLiteStore
+from phase1lib.termsheet import printing
+from phase1lib.termsheet.cashflows import TITLE_COLUMNS, cash_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 MIXED = {"senior_tenor": [12], "senior_coupon": [0.05], "senior_dscr": [1.3],
@@ -83,9 +89,9 @@ def workbook(result: RunResult, rank: int) -> openpyxl.Workbook:
 
 
 def named(wb: openpyxl.Workbook, name: str) -> Any:
-    """The cell a workbook name points at."""
+    """The (first) cell a workbook name points at."""
     sheet, ref = wb.defined_names[name].attr_text.rsplit("!", 1)
-    return wb[sheet.strip("'")][ref.replace("$", "")]
+    return wb[sheet.strip("'")][ref.replace("$", "").split(":")[0]]
 
 
 def column(wb: openpyxl.Workbook, name: str) -> list[Any]:
@@ -102,14 +108,35 @@ def engine_schedule(result: RunResult, rank: int) -> list[dict[str, Any]]:
 
 # ---- the workbook -------------------------------------------------------------------------------------
 
+STRUCTURE_KEYS = ("senior_tenor", "senior_coupon", "senior_dscr", "senior_amort", "io_months", "indexation_mode",
+                  "zcis_tenor_years", "wrap", "mezz_on", "mezz_coupon", "mezz_dscr", "mezz_tenor", "mezz_amort",
+                  "sidecar_haircut_pct")
+PROJECT_KEYS = ("gross_it_load_mw", "pue", "tenant_rating", "opex_pct", "capex_cost_per_mw", "capex_market_per_mw",
+                "land_fees_total", "indexation_basis", "base_cpi", "cpi_floor", "cpi_cap", "zcis_rate",
+                "zcis_basis_bps",
+                "arranger_fee_pct", "legal_fee_pct", "rating_fee_pct", "admin_bps", "wrap_premium_bps",
+                "wrap_dscr_relief", "residual_value_pct", "lease_years", "periods_per_year")
+OUTPUT_NAMES = ("senior_amount", "binding_constraint", "senior_rate", "mezz_amount", "dsra_amount", "sidecar_gross",
+                "sidecar_net", "day_one_value", "equity_required", "min_dscr", "avg_dscr", "llcr", "wal_years", "ltv",
+                "advance_factor", "wacd", "total_interest", "equity_irr", "senior_rating", "viable", "near_miss",
+                "tier", "repo_eligible", "gate_a_failures", "gate_b_failures",
+                *(f"stress_{s}" for s in STRESS_NAMES), *(f"stress_total_{s}" for s in STRESS_NAMES))
+PERIOD_SHEETS = ("Cash Flows", "Sizing Flows", "Stress Flows", "Indices")
+
+
+def is_formula(cell: Any) -> bool:
+    return cell.data_type == "f" or isinstance(cell.value, ArrayFormula)
+
+
 def test_sheets_names_and_properties(london) -> None:
     wb = workbook(london, 1)
-    assert wb.sheetnames == ["Term Sheet", "Cash Flows", "Stress", "Assumptions"]
+    assert wb.sheetnames == ["Term Sheet", "Assumptions", "Sizing", "Outputs", "Gates", "Sensitivity", "Cash Flows",
+                             "Sizing Flows", "Stress Flows", "Indices"]
     created = dt.datetime.fromisoformat(london.meta["created_at"].replace("Z", "+00:00")).replace(tzinfo=None)
     assert wb.properties.creator == "Phase-1 Workbench"
     assert wb.properties.created == created and wb.properties.modified == created
-    for name in ("SeniorAmount", "DayOneValue", "EquityRequired", "EquityIrr", "FundingNeed", "DsraAmount",
-                 "SeniorMinDscr", "SeniorLlcr", "SeniorWal", "CF_SeniorClosing", "CF_EquityFlow"):
+    for name in (*STRUCTURE_KEYS, *PROJECT_KEYS, "gross_monthly_rent", *OUTPUT_NAMES, "funding_need", "cf_dscr",
+                 "cf_senior_closing", "cf_equity_flow", "senior_limits", "sens_matrix"):
         assert name in wb.defined_names, name
     cash = wb["Cash Flows"]
     assert cash.freeze_panes == "D6"
@@ -120,121 +147,135 @@ def test_sheets_names_and_properties(london) -> None:
 
 
 @pytest.mark.parametrize("shape", ["sculpted", "bullet_mezz", "wrap_io", "level_sidecar", "bullet_wrap"])
-def test_inputs_and_kpis_match_the_engine(shapes, shape) -> None:
+def test_named_inputs_hold_the_exported_structure_and_project(shapes, shape) -> None:
     result, rank = shapes[shape]
-    entry = result.top_row(rank)
-    k, s = entry["kpis"], entry["structure"]
-    rows = engine_schedule(result, rank)
+    point = result.top_row(rank)["structure"]
+    project = parse_project(result.meta["project"])
     wb = workbook(result, rank)
-    assert named(wb, "SeniorAmount").value == k["senior_amount"]
-    assert named(wb, "MezzAmount").value == k["mezz_amount"]
-    if not s["wrap"]:
-        assert named(wb, "SeniorRate").value == k["senior_rate"]
-    else:
-        assert named(wb, "UnderlyingSpreadBps").value - named(wb, "AaaSpreadBps").value > 0
-    inputs = ["lender_rent_index", "base_rent_index", "cost_index", "senior_principal"]
-    inputs += ["mezz_principal"] if s["mezz_on"] else []
-    inputs += ["refinancing_service"] if s["senior_amort"] == "bullet" else []
-    inputs += ["sidecar"] if any(r["sidecar"] for r in rows) else []
-    for key in inputs:
-        cells = column(wb, f"CF_{termsheet.camel(key)}")
-        assert len(cells) == len(rows)
-        for cell, row in zip(cells, rows, strict=True):
-            assert cell.value in (row[key], None), (key, row["period"])
-            if cell.value is None:  # blank only outside the tranche's life, where the engine has 0
-                assert row[key] == 0.0, (key, row["period"])
-    dates = [c.value for c in column(wb, "CF_LenderRentIndex")]
-    assert len(dates) == len(rows)
-    cash = wb["Cash Flows"]
-    first = column(wb, "CF_LenderRentIndex")[0].row
-    for i, row in enumerate(rows):
-        assert cash.cell(row=first + i, column=1).value == row["period"]
-        assert cash.cell(row=first + i, column=2).value.date() == dt.date.fromisoformat(row["date"])
-    assert cash.cell(row=first - 1, column=2).value.date() == dt.date.fromisoformat(result.meta["closing_date"])
-    stress = wb["Stress"]
-    for name, value in k["stress"].items():
-        cell = named(wb, f"Stress{termsheet.camel(name)}")
-        assert cell.value == value
-        assert stress.cell(row=cell.row, column=1).value == name
-    headers = [c.value for c in stress[4]]
-    for name, value in (k["stress_total"] or {}).items():
-        cell = named(wb, f"StressTotal{termsheet.camel(name)}")
-        assert cell.value == value and headers[cell.column - 1] == "Min combined DSCR"
-        assert headers[named(wb, f"StressTotal{termsheet.camel(name)}Result").column - 1] == "Result"
-    for name in k["stress"]:
-        assert headers[named(wb, f"Stress{termsheet.camel(name)}Headroom").column - 1] == "Headroom"
+    for key in STRUCTURE_KEYS:
+        cell = named(wb, key)
+        if key in point:
+            assert cell.value == point[key] and not is_formula(cell), key
+            assert cell.font.color.rgb.endswith("0B3FB0"), key  # blue: an input
+        elif key == "mezz_tenor" and project.mezz_tenor is None:
+            assert cell.value == "=senior_tenor"
+        else:
+            assert cell.value == getattr(project, key), key  # the project's default for a structure without mezz
+    for key in PROJECT_KEYS:
+        assert named(wb, key).value == getattr(project, key), key
+    rent = "gross_monthly_rent" if project.gross_monthly_rent is not None else "rent_per_kwh_month"
+    assert named(wb, rent).value == getattr(project, rent)
+    rs = load_ruleset()
+    ladder = column(wb, "ladder_dscr")
+    assert [c.value for c in ladder] == [rs.ladder(project.country)[r] for r in ("AAA", "AA", "A", "BBB", "BB")]
+    assert [c.value for c in column(wb, "tenant_af_max")] == [rs.tenant(t)["af_max"] for t in TENANT_RATINGS]
+    assert [c.value for c in column(wb, "spread_bps")] == [rs.spread_bps(r) for r in RATINGS]
 
 
-def test_term_sheet_texts_and_monte_carlo(shapes) -> None:
+@pytest.mark.parametrize("shape", ["sculpted", "bullet_mezz"])
+def test_every_engine_number_is_a_formula(shapes, shape) -> None:
+    """Named outputs are formulas; the period sheets hold no pasted number beyond period, date and lease year."""
+    result, rank = shapes[shape]
+    wb = workbook(result, rank)
+    for name in OUTPUT_NAMES:
+        assert is_formula(named(wb, name)), name
+    for title in PERIOD_SHEETS:
+        ws = wb[title]
+        for row in ws.iter_rows(min_row=6):
+            for cell in row:
+                if isinstance(cell.value, int | float | dt.datetime) and not isinstance(cell.value, bool):
+                    header = ws.cell(row=5, column=cell.column).value
+                    assert header in ("Period", "Date", "Lease\nyear") or (title == "Indices" and cell.value == 1.0), (
+                        title, cell.coordinate, header, cell.value)
+
+
+def test_formulas_read_like_the_methodology(shapes) -> None:
+    result, rank = shapes["bullet_mezz"]
+    wb = workbook(result, rank)
+    assert named(wb, "day_one_value").value == "=senior_amount+mezz_amount+sidecar_net-dsra_amount"
+    assert named(wb, "equity_required").value == "=funding_need-day_one_value"
+    assert named(wb, "funding_need").value == "=project_capex+upfront_fees"
+    assert named(wb, "senior_amount").value == "=MAX(smallest_limit,0)"
+    assert named(wb, "smallest_limit").value == "=MIN(senior_limits)"
+    assert named(wb, "binding_constraint").value == "=INDEX(senior_limit_names,MATCH(smallest_limit,senior_limits,0))"
+    assert named(wb, "senior_rate").value.startswith("=IF(wrap,ROUND(senior_coupon-(underlying_spread-aaa_spread)")
+    assert named(wb, "stress_cpi_0").value == '=IF(senior_amount>0,MIN(sf_dscr_cpi_0),"")'
+    assert [c.value for c in column(wb, "senior_limit_names")] == list(LIMITS)
+    opening, interest, principal, closing = (column(wb, f"cf_senior_{k}") for k in ("opening", "interest",
+                                                                                    "principal", "closing"))
+    o, p, c = (x[0].column_letter for x in (opening, principal, closing))
+    r = opening[1].row
+    assert opening[1].value == f"={c}{r - 1}"
+    assert interest[1].value == f"=IF(A{r}<=note_periods,senior_rate_periodic*{o}{r},0)"
+    assert closing[1].value == f"={o}{r}-{p}{r}"
+    assert column(wb, "cf_senior_service")[0].value == "=senior_amount*INDEX(sz_unit_service,A7)"
+    assert isinstance(named(wb, "senior_min_principal").value, ArrayFormula)
+    found = formulas(wb)
+    assert len(found) > 8000
+    assert not any("#REF" in f for f in found.values())
+
+
+def test_text_is_never_a_formula(london) -> None:
+    """A project title that looks like a formula (formula injection) is written as a string everywhere."""
+    title = '=HYPERLINK("http://x.example","click")'
+    hostile = run(parse_project({**london.meta["project"], "title": title}),
+                  {"senior_tenor": [20], "senior_coupon": [0.04], "senior_dscr": [1.35]}, gates=False)
+    wb = openpyxl.load_workbook(io.BytesIO(termsheet.to_xlsx_bytes(hostile, 1)))
+    seen = 0
+    for ws in wb.worksheets:
+        for row in ws.iter_rows():
+            for cell in row:
+                if isinstance(cell.value, str) and "HYPERLINK" in cell.value:
+                    assert cell.data_type == "s", (ws.title, cell.coordinate)
+                    seen += 1
+        assert "HYPERLINK" in ws.oddFooter.left.text
+    assert seen >= 10
+    assert named(wb, "tier").data_type == "f"  # the writer's own formulas stay formulas
+    assert not any("HYPERLINK" in f for f in formulas(wb).values())
+    assert termsheet.term_sheet_json(hostile, 1)["header"]["title"] == title
+
+
+def test_engine_results_are_labelled(shapes) -> None:
+    """The Monte Carlo, the hint and the rank stay engine values (purple), labelled as not recalculated."""
     for result, rank in shapes.values():
         k = result.top_row(rank)["kpis"]
         wb = workbook(result, rank)
+        sens = wb["Sensitivity"]
+        cells = {c.value: c for row in sens.iter_rows() for c in row if c.value is not None}
+        assert "Monte Carlo CPI stress (engine result, not recalculated)" in cells
+        for key in ("mc_breach_probability", "mc_p5_min_dscr"):
+            assert cells[k[key]].font.color.rgb.endswith("7030A0")
+        gates = {c.value for row in wb["Gates"].iter_rows() for c in row if c.value is not None}
+        assert (k["hint"] if k["near_miss"] and k["hint"] else "—") in gates
         texts = {str(c.value) for ws in wb.worksheets for row in ws.iter_rows() for c in row if c.value is not None}
         for reason in k["repo_reasons"]:
             assert reason in texts
         for failure in k["gate_a"] + k["gate_b"]:
             assert any(t.startswith(f"{failure['check']}: ") for t in texts), failure
-        if k["hint"]:
-            assert k["hint"] in texts
-        values = {c.value for row in wb["Term Sheet"].iter_rows() for c in row}
-        assert k["mc_breach_probability"] in values and k["mc_p5_min_dscr"] in values
-        assert (k["senior_rating"] or "—") in values
 
 
-def test_assumptions_carry_every_project_input_and_ruleset_table(london) -> None:
-    wb = workbook(london, 1)
-    project = parse_project(london.meta["project"])
-    ws = wb["Assumptions"]
-    keys = {ws.cell(row=r, column=2).value: ws.cell(row=r, column=3).value for r in range(1, ws.max_row + 1)}
-    for key, value in project.to_dict().items():
-        assert key in keys, key
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            assert keys[key] == value, key
-    derived = derive(project)
-    for key, value in derived.to_dict().items():
-        assert key in keys, key
-        cell = keys[key]
-        assert cell == value or (isinstance(cell, str) and cell.startswith("=")), key
-    rs = load_ruleset()
-    assert keys["tenants.AA.dscr_floor"] == rs.tenant("AA")["dscr_floor"]
-    assert keys["rating_ladder.UK.AA"] == rs.ladder("UK")["AA"]
-    assert keys["repo_rules.UK.amortising.min_dscr"] == rs.repo_rule("UK", False)["min_dscr"]
-    for key in london.top_row(1)["structure"]:
-        assert key in keys, key
+def test_enumerated_inputs_have_drop_downs(london) -> None:
+    ws = workbook(london, 1)["Assumptions"]
+    lists = {dv.formula1: {str(r) for r in dv.sqref.ranges} for dv in ws.data_validations.dataValidation}
+    assert '"sculpted,annuity,level,bullet"' in lists and '"flat,CPI_capped"' in lists
+    senior_amort = named(workbook(london, 1), "senior_amort").coordinate
+    assert senior_amort in lists['"sculpted,annuity,level,bullet"']
+
+
+def test_package_layout() -> None:
+    """One module per concept, none over ~700 lines, and only openpyxl's public API."""
+    folder = ROOT / "phase1lib" / "termsheet"
+    modules = sorted(folder.glob("*.py"))
+    assert len(modules) >= 10
+    for module in modules:
+        text = module.read_text()
+        assert len(text.splitlines()) <= 700, module.name
+        assert not re.search(r"openpyxl\.\S*\._|\._fonts|_named_styles|IndexedList|ExcelWriter|import _", text), module
 
 
 def formulas(wb: openpyxl.Workbook) -> dict[str, str]:
-    return {f"{ws.title}!{c.coordinate}": c.value for ws in wb.worksheets for row in ws.iter_rows() for c in row
-            if isinstance(c.value, str) and c.value.startswith("=")}
-
-
-def test_derived_figures_are_live_formulas(shapes) -> None:
-    result, rank = shapes["bullet_mezz"]
-    wb = workbook(result, rank)
-    assert named(wb, "DayOneValue").value == "=SeniorAmount+MezzAmount+SidecarNet-DsraAmount"
-    assert named(wb, "EquityRequired").value == "=FundingNeed-DayOneValue"
-    assert named(wb, "FundingNeed").value == "=ProjectCapex+UpfrontFees"
-    assert named(wb, "DsraAmount").value == "=MAX(CF_DsraWindow)"
-    assert named(wb, "EquityIrr").value == "=(1+EquityIrrPeriodic)^PeriodsPerYear-1"
-    assert re.fullmatch(r"=IRR\([A-Z]+\d+:[A-Z]+\d+,-?[0-9.]+\)", named(wb, "EquityIrrPeriodic").value)
-    opening, interest, principal, closing = (column(wb, f"CF_Senior{k}") for k in ("Opening", "Interest",
-                                                                                    "Principal", "Closing"))
-    note, refi, tested = (column(wb, n) for n in ("CF_SeniorNoteService", "CF_RefinancingService",
-                                                 "CF_SeniorService"))
-    dscr, equity = column(wb, "CF_Dscr"), column(wb, "CF_EquityFlow")
-    o, i, p, c = (x[0].column_letter for x in (opening, interest, principal, closing))
-    r = opening[1].row
-    assert opening[1].value == f"={c}{r - 1}"
-    assert interest[1].value == f"=SeniorRate/PeriodsPerYear*{o}{r}"
-    assert closing[1].value == f"={o}{r}-{p}{r}"
-    assert note[1].value == f"={i}{r}+{p}{r}"
-    assert tested[1].value == f"={i}{r}+{refi[0].column_letter}{r}"  # the balloon is refinanced, not tested
-    assert dscr[1].value.startswith("=IF(") and f"/{tested[0].column_letter}{r}" in dscr[1].value
-    assert equity[1].value.startswith("=")
-    assert named(wb, "TotalEquityFlow").value.startswith("=SUM(")
-    found = formulas(wb)
-    assert len(found) > 800
-    assert not any("#REF" in f for f in found.values())
+    return {f"{ws.title}!{c.coordinate}": str(c.value) for ws in wb.worksheets for row in ws.iter_rows() for c in row
+            if is_formula(c)}
 
 
 # ---- reproducibility ----------------------------------------------------------------------------------
@@ -290,23 +331,35 @@ def test_json_has_the_same_content(shapes) -> None:
         assert [s["min_dscr"] for s in doc["stress"]["scenarios"]] == list(k["stress"].values())
         assert doc["assumptions"]["project"] == result.meta["project"]
         assert doc["structure"] == entry["structure"]
+        detail = structure_detail(parse_project(result.meta["project"]), entry["structure"])
+        assert doc["capital_structure"]["senior"]["sizing_limits"] == detail["limits"]
+        assert doc["dsra"]["release_period"] == detail["test_periods"]
         mezz = doc["capital_structure"]["mezzanine"]
         assert (mezz is None) == (not entry["structure"]["mezz_on"])
 
 
-def test_no_unique_irr_shows_na(london) -> None:
-    """Equity required below zero (cheap capex, a large sidecar): the engine's IRR is null, so is the sheet's."""
+def test_no_unique_irr_is_blank(london) -> None:
+    """Equity required below zero (cheap capex, a large sidecar): the engine's IRR is null; the model's IRR is the
+    formula that gives a blank then (its value is checked in tests/test_termsheet_libreoffice.py)."""
     cheap = run(parse_project({**london.meta["project"], "capex_cost_per_mw": 1_000_000, "capex_market_per_mw": None}),
                 {"senior_tenor": [20], "senior_coupon": [0.04], "senior_dscr": [1.2], "indexation_mode": ["flat"],
                  "zcis_tenor_years": [20]}, gates=False)
     assert cheap.top_row(1)["kpis"]["equity_irr"] is None
     wb = workbook(cheap, 1)
-    assert "EquityIrr" not in wb.defined_names and "EquityIrrPeriodic" not in wb.defined_names
-    assert not any("IRR(" in f for f in formulas(wb).values())
-    texts = {c.value for row in wb["Term Sheet"].iter_rows() for c in row}
-    assert "n/a: no unique IRR" in texts
-    assert named(wb, "SidecarGross").value == "=SidecarPv"
+    assert named(wb, "equity_irr").value == '=IF(irr_ok,(1/irr_x)^periods_per_year-1,"")'
+    assert named(wb, "irr_valid").value.startswith("=AND(equity_required>0,")
     assert termsheet.term_sheet_json(cheap, 1)["equity"]["irr"] is None
+
+
+def test_v2_runs_get_the_json_but_not_the_v1_model(london) -> None:
+    """The Excel model implements ruleset v1; a v2 run is refused with a clear error, its JSON term sheet works."""
+    v2 = run(parse_project(london.meta["project"]), {"senior_tenor": [20], "senior_dscr": [1.35]},
+             ruleset=load_ruleset("v2"), gates=False)
+    with pytest.raises(ConflictError, match="ruleset v1 only"):
+        termsheet.to_xlsx_bytes(v2, 1)
+    doc = termsheet.term_sheet_json(v2, 1)
+    assert doc["capital_structure"]["senior"]["coupon"] == v2.top_row(1)["kpis"]["senior_coupon"]
+    assert "ltv" in doc["capital_structure"]["senior"]["sizing_limits"]
 
 
 def test_rank_outside_top_n_and_a_foreign_ruleset(london) -> None:
@@ -333,20 +386,19 @@ def test_currency_formats() -> None:
 def test_wide_cash_flows_print_in_readable_blocks(shapes) -> None:
     for result, rank in shapes.values():
         src = termsheet.load_source(result, rank)
-        cols = termsheet.cash_columns(src)
-        blocks = termsheet.print_blocks(cols)
-        assert [c for b in blocks for c in b] == cols[termsheet.TITLE_COLUMNS:]
-        title = termsheet._px(cols[: termsheet.TITLE_COLUMNS])
+        cols = [c.col for c in cash_columns(src)]
+        blocks = printing.print_blocks(cols, TITLE_COLUMNS)
+        assert [c for b in blocks for c in b] == cols[TITLE_COLUMNS:]
+        title = printing.px(cols[:TITLE_COLUMNS])
         for block in blocks:
-            assert termsheet.A4_LANDSCAPE_PX / (title + termsheet._px(block)) >= termsheet.MIN_PRINT_SCALE
+            assert printing.A4_LANDSCAPE_PX / (title + printing.px(block)) >= printing.MIN_PRINT_SCALE
         ws = workbook(result, rank)["Cash Flows"]
         if len(blocks) > 1:
-            assert ws.page_setup.scale >= 100 * termsheet.MIN_PRINT_SCALE - 1
+            assert ws.page_setup.scale >= 100 * printing.MIN_PRINT_SCALE - 1
             assert len(ws.col_breaks.brk) == len(blocks) - 1
         amounts = [max(abs(r["senior_opening"]), abs(r["revenue_base"])) for r in src.schedule]
         widest = max(len(f"£{x:,.0f}") for x in amounts)
-        money = [c for c in cols if c.fmt == "money_whole"]
-        assert min(c.width for c in money if c.key in ("senior_opening", "revenue_base")) >= widest
+        assert min(c.width for c in cols if c.key in ("senior_opening", "revenue_base")) >= widest
 
 
 # ---- CLI and service ----------------------------------------------------------------------------------

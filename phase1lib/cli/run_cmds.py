@@ -159,9 +159,10 @@ def cmd_warmup(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default job: a demo run of the London sample."""
-    from pathlib import Path
 
-    example = Path(__file__).resolve().parents[2] / "examples" / "london_dc_alpha.json"
+    from ..samples import sample_path
+
+    example = sample_path("london_dc_alpha")
     project = load_project(example)
     store = open_store()
     try:

@@ -139,3 +139,39 @@ def evaluate_structure(project: Project, request: Any, ruleset: Ruleset | None =
     rendered = evaluate_points(project, [point], ruleset, seed)[0]
     return {"structure": point, "permutation_id": rendered["permutation_id"], "kpis": rendered["kpis"],
             "schedule": schedule(project, point, ruleset, closing_date)}
+
+
+def structure_detail(project: Project, point: Mapping[str, Any], ruleset: Ruleset | None = None) -> dict[str, Any]:
+    """What a term sheet shows beside the KPIs and the schedule, as the engine applied it to one structure:
+    the period counts (note n, IO, senior test periods T, mezz periods, the DSRA window w), the all-in rate,
+    the underlying rating (the wrap's and v2's pricing notch), whether a sidecar is sold (D10), and the value
+    of every senior sizing limit in the order that names ties (None where a limit does not apply, D11)."""
+    from ..ruleset import RATINGS, notch
+    from .evaluate import ladder_notch
+
+    rs = ruleset or load_ruleset()
+    ctx = _context(project, [point], rs)
+    out, det = evaluate_detail(ctx, table_from_points([point]))
+    d, ppy, cls = ctx.derived, ctx.ppy, int(det.cls[0])
+    sen = det.senior
+    k = float(point["senior_dscr"])
+    values = [sen.dk[cls] / k, sen.iok[cls] / k, sen.tailk[cls] / k, d.af_max * d.funding_need]
+    if ctx.priced:
+        values.append(d.ltv_limit)
+    values.append(d.funding_need)
+    limits = {name: float(v) if np.isfinite(v) else None for name, v in zip(ctx.limits, values, strict=True)}
+    ladder = ladder_notch(rs, project.country, np.array([k]))[0]
+    underlying = RATINGS[int(max(ladder, notch(d.rating_cap)))]
+    mode, hedge = ctx.case_keys[int(det.case[0])]
+    mezz_on = bool(point.get("mezz_on"))
+    return {
+        "note_periods": min(int(point["senior_tenor"]), project.lease_years) * ppy,
+        "io_periods": int(point["io_months"]) * ppy // 12,
+        "test_periods": int(sen.test_periods[cls]),
+        "mezz_periods": min(int(point["mezz_tenor"]), project.lease_years) * ppy if mezz_on else 0,
+        "dsra_window": int(np.ceil(d.dsra_months * ppy / 12)),
+        "all_in_rate": float(out["senior_rate"][0]),
+        "underlying_rating": underlying,
+        "has_sidecar": mode == "flat" and hedge > 0 and project.indexation_basis == "CPI_capped",
+        "limits": limits,
+    }

@@ -23,6 +23,7 @@ from .. import settings
 from ..auth import Auth, Session
 from ..errors import AuthError, ForbiddenError, Phase1Error
 from ..project import Project, load_project
+from ..samples import DEFAULT_PROJECT, sample_path
 from ..store import Store, open_store
 from .kernels import KernelLimits
 
@@ -31,7 +32,7 @@ log = logging.getLogger("phase1lib.server")
 COOKIE_NAME = "phase1_session"
 #: The sample project a run uses when neither the request nor the session has one (the guide's flow): its
 #: economics give viable structures on the guide's own ranges (docs/api.md).
-SAMPLE_PROJECT = Path(__file__).resolve().parents[2] / "examples" / "slough_dc_delta.json"
+SAMPLE_PROJECT = sample_path(DEFAULT_PROJECT)
 _NO_SESSION = object()
 
 

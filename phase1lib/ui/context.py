@@ -26,22 +26,9 @@ USER_ENVS = settings.USER_ENVS
 USER_ENV = "PHASE1_USER"
 
 
-def repo_root() -> Path | None:
-    """The source checkout holding ``phase1lib`` (editable install), if there is one."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "pyproject.toml").is_file() else None
-
-
 def default_home(env: Mapping[str, str] | None = None) -> Path:
     """PHASE1_HOME, else its one documented default (phase1lib.settings), as the CLI and the server use."""
     return settings.get(env).home
-
-
-def examples_dir() -> Path | None:
-    """The sample projects folder (``examples/`` of the checkout), if present."""
-    root = repo_root()
-    folder = root / "examples" if root else None
-    return folder if folder and folder.is_dir() else None
 
 
 @dataclass

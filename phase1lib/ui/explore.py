@@ -19,8 +19,8 @@ from ..engine import RunResult, evaluate_points, parse_structure
 from ..pricing import MARKET
 from ..project import Project
 from ..ruleset import load_ruleset
+from ..samples import sample_path
 from .charts import axis_money
-from .context import examples_dir
 from .format import TIER_COLOURS
 
 #: The levers of the sensitivity notebook and the values swept (around the current preset's grid).
@@ -38,11 +38,8 @@ TOP_COLUMNS = ("rank", "tier", "day_one_value", "senior_amount", "senior_tenor",
 
 
 def example_path(name: str = "london_dc_alpha") -> Path:
-    """A sample file of ``examples/`` (``london_dc_alpha``, ``structure_rank1``...)."""
-    folder = examples_dir()
-    if folder is None:
-        raise FileNotFoundError("examples/ is not next to this phase1lib (use a source checkout)")
-    return folder / f"{name}.json"
+    """A shipped sample file (``london_dc_alpha``, ``structure_rank1``...; phase1lib.samples)."""
+    return sample_path(name)
 
 
 def top_frame(result: RunResult, columns: Sequence[str] = TOP_COLUMNS) -> pd.DataFrame:

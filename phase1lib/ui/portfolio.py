@@ -16,9 +16,10 @@ from ..defaults import DEFAULT_SEED, DEFAULT_TOPN
 from ..engine import RunCancelled
 from ..portfolio import Portfolio, PortfolioResult, parse_portfolio, scheduler_address
 from ..presets import preset_names, preset_ruleset
-from ..project import load_project, validate_project
+from ..project import validate_project
+from ..samples import project_samples
 from .components import Notice, grid_table, heading
-from .context import AppContext, examples_dir
+from .context import AppContext
 from .format import esc, money, number, tier_badge
 from .permutations import pinned_ruleset, ruleset_options
 
@@ -35,12 +36,7 @@ def project_choices(ctx: AppContext) -> list[tuple[str, str]]:
         project, errors = validate_project(ws["project"])
         if project is not None and not errors:
             choices.append((f"{project.title} (workspace)", WORKSPACE))
-    folder = examples_dir()
-    for path in sorted(folder.glob("*.json")) if folder else []:
-        try:
-            choices.append((load_project(path).title, str(path)))
-        except Exception:  # a file that is not a project (a structure) is not offered
-            continue
+    choices.extend((title, str(path)) for title, path in project_samples().items())
     return choices
 
 

@@ -19,8 +19,9 @@ from .. import service
 from ..errors import Phase1Error
 from ..project import COUNTRY_CURRENCY, SPECS, Derived, Project, derive, field_spec, validate_project
 from ..ruleset import load_ruleset
+from ..samples import project_samples
 from .components import DownloadLink, Notice, heading, kv_table, page
-from .context import AppContext, examples_dir
+from .context import AppContext
 from .format import esc, field_value, money, number, pct, ratio
 
 #: The priced ruleset whose lending value the preview shows beside v1's figures.
@@ -185,17 +186,8 @@ _EMPTY = object()
 
 
 def sample_projects() -> dict[str, Path]:
-    """Sample project files by title (``examples/*.json`` holding a project)."""
-    folder = examples_dir()
-    out: dict[str, Path] = {}
-    for path in sorted(folder.glob("*.json")) if folder else []:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and "title" in data and "country" in data:
-            out[str(data["title"])] = path
-    return out
+    """Sample project files by title (shipped inside the package: phase1lib.samples)."""
+    return project_samples()
 
 
 def slug(text: str) -> str:
