@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import ops
 from .engine import evaluate_structure
-from .engine.runner import DEFAULT_TOPN, RunResult, make_run_id, request_cohort_key, run, run_key
-from .errors import ConflictError, DisabledError, FieldError, InputError, NotFoundError, Phase1Error
+from .engine.runner import DEFAULT_TOPN, GridJob, RunResult, plan_grid, request_cohort_key, run_job
+from .errors import (
+    ConflictError,
+    DisabledError,
+    FieldError,
+    GuardrailError,
+    InputError,
+    NotFoundError,
+    Phase1Error,
+    ValueLimitError,
+)
 from .presets import list_presets, preset_ruleset
 from .project import Project, derive, parse_project
-from .ranges import Grid, cardinality_summary, check_guardrail, parse_ranges, precheck_guardrail
+from .ranges import Grid, cardinality_summary, max_permutations, parse_ranges, precheck_guardrail
 from .ruleset import Ruleset
 from .runs import (
     delete_run_files,
@@ -33,6 +43,9 @@ from .runs import (
 )
 from .store import Store
 from .text import text_problem
+
+if TYPE_CHECKING:  # the portfolio package is imported when a portfolio runs
+    from .portfolio import Portfolio, PortfolioResult
 
 Progress = Callable[[int, int], None]
 #: What runs the engine and saves the run (:func:`compute_run`'s signature), here or in an engine process.
@@ -77,6 +90,8 @@ class RunPlan:
     chunked: bool
     cohort_key: str
     count: int
+    #: The engine's stage-1 job (runner.plan_grid): what the local threads or the Dask tasks evaluate.
+    job: GridJob
 
 
 def plan_run(store: Store, project: Project, ranges: Mapping[str, Any], seed: int | None = None,
@@ -97,12 +112,9 @@ def plan_run(store: Store, project: Project, ranges: Mapping[str, Any], seed: in
         rs, source = ruleset_named(store, written_for), "preset"
     else:
         rs, source = ops.load_ruleset_version(store, ops.ruleset_for_run(store, cohort)), "canary"
-    grid = parse_ranges(ranges, project, rs)
-    check_guardrail(grid.cardinality, sample)
-    key = run_key(project, grid, seed_, topn, sample, gates)
-    return RunPlan(grid=grid, seed=seed_, gates=gates, ruleset=rs, ruleset_source=source,
-                   run_id=make_run_id(key, rs), chunked=ops.flag(store, "perm_chunking"), cohort_key=cohort,
-                   count=sample or grid.cardinality)
+    job = plan_grid(project, ranges, seed=seed_, topn=topn, sample=sample, ruleset=rs, gates=gates)
+    return RunPlan(grid=job.grid, seed=seed_, gates=gates, ruleset=rs, ruleset_source=source, run_id=job.run_id,
+                   chunked=ops.flag(store, "perm_chunking"), cohort_key=cohort, count=job.count, job=job)
 
 
 def _audit_ruleset(store: Store, plan: RunPlan, actor: str | None, request_id: str | None) -> None:
@@ -114,6 +126,58 @@ def _audit_ruleset(store: Store, plan: RunPlan, actor: str | None, request_id: s
                     new=plan.ruleset.version, sha256=plan.ruleset.sha256, source=plan.ruleset_source)
 
 
+class _Measure:
+    """The permutations a measured run counts (known once it is planned)."""
+
+    count: int | None = None
+
+
+def record_run_outcome(store: Store, started: float, count: int | None, error: BaseException | None = None) -> None:
+    """The "run" ops metric of one run: its duration and outcome. A refused input, a switched-off flag or a
+    cancel is no failed run (:func:`is_refusal`): nothing is recorded for it."""
+    if isinstance(error, Phase1Error) and is_refusal(error):
+        return
+    ops.record_metric(store, "run", time.perf_counter() - started, error is None, count)
+
+
+@contextmanager
+def measured_run(store: Store) -> Iterator[_Measure]:
+    """Record one "run" ops metric around a run (:func:`record_run_outcome`)."""
+    started = time.perf_counter()
+    measure = _Measure()
+    try:
+        yield measure
+    except Exception as error:
+        record_run_outcome(store, started, measure.count, error)
+        raise
+    record_run_outcome(store, started, measure.count)
+
+
+def begin_run(store: Store, plan: RunPlan, actor: str | None, request_id: str | None, home: Path | None,
+              progress: Progress | None = None) -> RunResult | None:
+    """A planned run's first steps: audit its ruleset; the stored run when it exists (its run_id is a hash of
+    its inputs: the same request finds it), else None (the caller evaluates it, then :func:`store_run`)."""
+    _audit_ruleset(store, plan, actor, request_id)
+    if not has_run(plan.run_id, home):
+        return None
+    if progress:
+        progress(plan.count, plan.count)
+    return load_run(plan.run_id, home)
+
+
+def persist_run(result: RunResult, home: Path | None) -> None:
+    """Save a fresh run (atomic folder) and time it (meta timings persist_s)."""
+    persist_started = time.perf_counter()
+    save_run(result, home)
+    result.meta["timings"]["persist_s"] = round(time.perf_counter() - persist_started, 6)
+
+
+def store_run(store: Store, result: RunResult, home: Path | None) -> None:
+    """Persist a fresh run and index it in the store."""
+    persist_run(result, home)
+    store.index_run(run_record(result))
+
+
 def execute_run(store: Store, project: Project, ranges: Mapping[str, Any], *, seed: int | None = None,
                 topn: int = DEFAULT_TOPN, sample: int | None = None, workers: int = 1,
                 progress: Progress | None = None, cancel: threading.Event | None = None,
@@ -122,46 +186,143 @@ def execute_run(store: Store, project: Project, ranges: Mapping[str, Any], *, se
                 compute: Compute | None = None) -> RunResult:
     """Run (or find the stored run of) a range request; persist, index and measure it. ``plan``: one the caller
     made already with :func:`plan_run` (the same inputs), so a run is planned once. ``compute``: where the
-    engine runs and the run is saved (default :func:`compute_run` in this process; the server passes its
-    engine processes')."""
-    compute = compute or compute_run
-    started = time.perf_counter()
-    count = None
-    try:
+    engine runs and the run is saved (default :func:`compute_run`, here; the server passes its engine
+    processes', server/engine_pool.py)."""
+    with measured_run(store) as measure:
         plan = plan or plan_run(store, project, ranges, seed, topn, sample, ruleset, preset)
-        count = plan.count
-        _audit_ruleset(store, plan, actor, request_id)
-        if has_run(plan.run_id, home):
-            result = load_run(plan.run_id, home)
-            if progress:
-                progress(count, count)
-        else:
-            result = compute(project, ranges, seed=plan.seed, topn=topn, sample=sample, workers=workers,
-                             ruleset=plan.ruleset, gates=plan.gates, chunked=plan.chunked, progress=progress,
-                             cancel=cancel, home=home)
+        measure.count = plan.count
+        result = begin_run(store, plan, actor, request_id, home, progress)
+        if result is None:
+            result = (compute or compute_run)(plan.job, workers=workers, chunked=plan.chunked, progress=progress,
+                                              cancel=cancel, home=home)
             store.index_run(run_record(result))
-    except Phase1Error as error:
-        if not is_refusal(error):  # a refused input, a switched-off flag or a cancel is no failed run
-            ops.record_metric(store, "run", time.perf_counter() - started, False, count)
-        raise
-    except Exception:
-        ops.record_metric(store, "run", time.perf_counter() - started, False, count)
-        raise
-    ops.record_metric(store, "run", time.perf_counter() - started, True, count)
     return result
 
 
-def compute_run(project: Project, ranges: Mapping[str, Any], *, seed: int, topn: int, sample: int | None,
-                workers: int, ruleset: Ruleset, gates: bool, chunked: bool, progress: Progress | None,
+def compute_run(job: GridJob, *, workers: int, chunked: bool, progress: Progress | None,
                 cancel: threading.Event | None, home: Path | None) -> RunResult:
-    """Run the engine on a planned request and save the run atomically under ``home``: the part of a run
-    that may happen in another process (it touches no store)."""
-    result = run(project, ranges, seed=seed, topn=topn, sample=sample, workers=workers, ruleset=ruleset,
-                 gates=gates, chunked=chunked, progress=progress, cancel=cancel)
-    persist_started = time.perf_counter()
-    save_run(result, home)
-    result.meta["timings"]["persist_s"] = round(time.perf_counter() - persist_started, 6)
+    """Evaluate a planned run and save it atomically under ``home``: the part of a run that touches no store,
+    so it may happen in another process."""
+    result = run_job(job, workers=workers, chunked=chunked, progress=progress, cancel=cancel)
+    persist_run(result, home)
     return result
+
+
+def plan_portfolio(store: Store, portfolio: Portfolio) -> list[RunPlan]:
+    """Plan every project of a portfolio as :func:`plan_run` plans a run (ruleset choice, seed, grid, run_id).
+
+    Nothing runs until all are valid: one InputError names every problem of every project
+    (``projects[2].ranges.senior_tenor``); then one PortfolioGuardrailError names the projects over their own
+    guardrail, or the total over PHASE1_MAX_PORTFOLIO_PERMUTATIONS with both numbers.
+    """
+    from .portfolio.spec import PortfolioGuardrailError, field_of, max_portfolio_permutations, total_guardrail_error
+
+    ops.require_flag(store, "phase1_core")
+    limit, total_limit = max_permutations(), max_portfolio_permutations()  # a bad setting is named as it is
+    plans: list[RunPlan] = []
+    errors: list[FieldError] = list(portfolio.errors)  # found while reading (parse_portfolio(strict=False))
+    over: list[FieldError] = []
+    for entry in portfolio.projects:
+        i = entry.index
+        try:
+            plans.append(plan_run(store, entry.project, entry.ranges, entry.seed, entry.topn, entry.sample,
+                                  entry.ruleset, entry.preset))
+        except ValueLimitError as error:
+            over.extend(FieldError(field_of(i, e.field), e.message) for e in error.errors)
+        except GuardrailError as error:
+            over.append(FieldError(f"projects[{i}]", f"{entry.title}: {error.cardinality:,} permutations exceed the "
+                                                     f"guardrail of {error.limit:,} (PHASE1_MAX_PERMUTATIONS); "
+                                                     "narrow its ranges or ask for a sample"))
+        except InputError as error:
+            errors.extend(FieldError(field_of(i, e.field), e.message) for e in error.errors)
+    if errors:
+        raise InputError(sorted(errors, key=_position), "portfolio")
+    if over:
+        raise PortfolioGuardrailError(over, None, limit)
+    total = sum(plan.count for plan in plans)
+    if total > total_limit:
+        raise total_guardrail_error(total, total_limit)
+    return plans
+
+
+def _position(error: FieldError) -> tuple[int, int]:
+    """Sort key of a portfolio problem: top-level fields first, then by project position (stable within)."""
+    if error.field.startswith("projects[") and "]" in error.field:
+        return 1, int(error.field[len("projects["):error.field.index("]")])
+    return 0, 0
+
+
+def execute_portfolio(store: Store, portfolio: Portfolio, *, scheduler: str | None = None, workers: int = 1,
+                      progress: Progress | None = None, cancel: threading.Event | None = None,
+                      home: Path | None = None, actor: str | None = None, request_id: str | None = None,
+                      client: Any = None) -> PortfolioResult:
+    """Run every project of a portfolio as :func:`execute_run` would (the same planning, audit, reuse of a stored
+    run, persistence, index and metrics), the chunks on local threads or, with ``scheduler`` (or
+    PHASE1_DASK_SCHEDULER), as tasks on that Dask cluster; then the summary, stored as
+    PHASE1_HOME/portfolios/<portfolio_id>.json. ``progress`` counts permutations across all projects.
+    """
+    from .portfolio.cluster import connect, scheduler_address
+
+    address = client.scheduler.address if client is not None else scheduler_address(scheduler)
+    plans = plan_portfolio(store, portfolio)
+    if address is None or client is not None:
+        return _execute_portfolio(store, portfolio, plans, address, client, workers, progress, cancel, home, actor,
+                                  request_id)
+    own = connect(address)  # an unreachable scheduler is refused here, before anything is audited or run
+    try:
+        return _execute_portfolio(store, portfolio, plans, address, own, workers, progress, cancel, home, actor,
+                                  request_id)
+    finally:
+        own.close()
+
+
+def _execute_portfolio(store: Store, portfolio: Portfolio, plans: list[RunPlan], address: str | None, client: Any,
+                       workers: int, progress: Progress | None, cancel: threading.Event | None, home: Path | None,
+                       actor: str | None, request_id: str | None) -> PortfolioResult:
+    """:func:`execute_portfolio` once planned (and connected)."""
+    from .portfolio.cluster import Work, evaluate_dask, evaluate_local
+    from .portfolio.summary import make_result, save_portfolio
+
+    started = time.perf_counter()
+    total = sum(plan.count for plan in plans)
+    results: list[RunResult | None] = [None] * len(plans)
+    work: list[Work] = []
+    for i, plan in enumerate(plans):
+        results[i] = begin_run(store, plan, actor, request_id, home)
+        if results[i] is None:
+            work.append(Work(i, plan.job, plan.chunked))
+        else:
+            record_run_outcome(store, started, plan.count)
+    reused = sum(plans[i].count for i, r in enumerate(results) if r is not None)
+
+    def report(done: int, _total: int) -> None:
+        if progress:
+            progress(reused + done, total)
+
+    if progress:
+        progress(reused, total)
+    if address is not None:
+        evaluations = evaluate_dask(work, address, progress=report, cancel=cancel, client=client)
+    else:
+        evaluations = evaluate_local(work, workers=workers, progress=report, cancel=cancel)
+    try:
+        for i, result in evaluations:
+            store_run(store, result, home)
+            results[i] = result
+            record_run_outcome(store, started, plans[i].count)
+    except Exception as error:
+        for w in work:
+            if results[w.index] is None:
+                record_run_outcome(store, started, plans[w.index].count, error)
+        raise
+    done = [r for r in results if r is not None]
+    assert len(done) == len(plans)
+    evaluated = {w.index for w in work}
+    outcome = make_result(portfolio, done, [i not in evaluated for i in range(len(plans))], address)
+    save_portfolio(outcome, home)
+    store.add_audit("portfolio.run", actor or "system", request_id, target=outcome.portfolio_id,
+                    runs=[r.run_id for r in done], scheduler=address)
+    return outcome
 
 
 def is_refusal(error: Phase1Error) -> bool:

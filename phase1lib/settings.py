@@ -67,6 +67,8 @@ class Settings:
     jupyter_path: tuple[str, ...] = ()
     kernel_user: str | None = None
     dask_scheduler: str | None = None
+    dask_connect_timeout_s: float = 10.0
+    dask_task_timeout_s: float = 300.0
 
     @property
     def prod(self) -> bool:
@@ -111,6 +113,8 @@ class Settings:
             jupyter_path=tuple(x for x in (env.get("JUPYTER_PATH") or "").split(os.pathsep) if x),
             kernel_user=next((v for n in USER_ENVS if (v := (env.get(n) or "").strip())), None),
             dask_scheduler=(env.get("PHASE1_DASK_SCHEDULER") or "").strip() or None,
+            dask_connect_timeout_s=p.positive("PHASE1_DASK_CONNECT_TIMEOUT", 10.0),
+            dask_task_timeout_s=p.positive("PHASE1_DASK_TASK_TIMEOUT", 300.0),
         )
         if problems:
             raise ConfigError("; ".join(problems))

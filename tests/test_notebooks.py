@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIRS = ("notebooks", "dashboards")
 EXPECTED = {"dashboards/Projects.ipynb", "dashboards/Permutations.ipynb", "dashboards/Run.ipynb",
             "dashboards/Securitisation.ipynb", "dashboards/Ops_Monitor.ipynb", "notebooks/quickstart.ipynb",
-            "notebooks/sensitivity.ipynb", "notebooks/termsheet_walkthrough.ipynb"}
+            "notebooks/sensitivity.ipynb", "notebooks/termsheet_walkthrough.ipynb",
+            "notebooks/portfolio.ipynb"}
 
 
 def notebooks() -> list[Path]:

@@ -16,8 +16,9 @@ from typing import Any
 
 from ..errors import GuardrailError, InputError, NotFoundError, Phase1Error
 
-#: Exit codes: 2 invalid input, 3 guardrail, 4 not found, 5 disabled or refused, 1 anything else.
-EXIT_INVALID, EXIT_GUARDRAIL, EXIT_NOT_FOUND, EXIT_REFUSED = 2, 3, 4, 5
+#: Exit codes: 2 invalid input, 3 guardrail, 4 not found, 5 disabled or refused, 6 the Dask cluster cannot do the
+#: work (unreachable scheduler, no workers, hung or failing tasks: phase1 portfolio --scheduler), 1 anything else.
+EXIT_INVALID, EXIT_GUARDRAIL, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_CLUSTER = 2, 3, 4, 5, 6
 
 
 def emit(obj: Any) -> None:
@@ -44,6 +45,9 @@ def cli_actor() -> str:
 
 
 def exit_code(error: Phase1Error) -> int:
+    cluster = sys.modules.get("phase1lib.portfolio.cluster")  # a ClusterError exists only once it is imported
+    if cluster is not None and isinstance(error, cluster.ClusterError):
+        return EXIT_CLUSTER
     if isinstance(error, InputError):
         return EXIT_INVALID
     if isinstance(error, GuardrailError):
@@ -62,11 +66,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import admin_cmds, export_cmds, project_cmds, run_cmds, serve_cmds
+    from . import admin_cmds, export_cmds, portfolio_cmds, project_cmds, run_cmds, serve_cmds
 
     parser = _Parser(prog="phase1", description="Phase-1 Workbench: structure data-centre lease securitisations.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (project_cmds, run_cmds, export_cmds, admin_cmds, serve_cmds):
+    for module in (project_cmds, run_cmds, portfolio_cmds, export_cmds, admin_cmds, serve_cmds):
         module.register(sub)
     return parser
 

@@ -3,6 +3,14 @@
 Memory is bounded by the chunk (a few (rows x periods) matrices), not by the grid: only per-permutation
 scalars are kept. Chunks may run on several threads (numpy releases the GIL); results are identical
 whatever the chunk size or worker count because every row is computed from its own inputs only.
+
+A run is three stages, shared by the local path (threads, :func:`run`) and the distributed one (Dask tasks,
+``phase1lib.portfolio``), so there is one code path for the numbers:
+
+1. :func:`plan_grid` -> :class:`GridJob`: the validated grid, ruleset, seed and options (small, picklable);
+2. :func:`evaluate_chunk` (or :func:`evaluate_job_chunk`, with a per-process cached context): rows [a, b);
+3. :func:`assemble` (concatenate in bound order, hint ladder searches) and :func:`finish` (rank, Monte
+   Carlo, breakevens, frame, run_id, metadata).
 """
 
 from __future__ import annotations
@@ -13,7 +21,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,25 +141,144 @@ def chunk_rows(n_periods: int, chunk_size: int | None) -> int:
     return max(1, chunk_size or max(1024, CHUNK_ELEMENTS // max(n_periods, 1)))
 
 
+Bound = tuple[int, int]
+#: One evaluated chunk: (structure columns, KPI columns, permutation_ids or None).
+Chunk = tuple[dict[str, np.ndarray], dict[str, np.ndarray], pl.Series | None]
+
+
+def chunk_bounds(count: int, size: int) -> list[Bound]:
+    """Rows [a, b) of each chunk of ``size`` rows (one empty chunk for an empty grid)."""
+    return [(a, min(a + size, count)) for a in range(0, count, size)] or [(0, 0)]
+
+
+@dataclass(frozen=True)
+class GridJob:
+    """Stage 1 of a run, everything its numbers depend on, validated: the project, the ruleset, the grid, the
+    seed, the Top-N size, the sample size and the gates switch. Small and picklable (no per-case arrays, no
+    sampled indices): this is what a Dask task ships; a worker rebuilds the context from it (:func:`job_context`).
+    """
+
+    project: Project
+    ranges: dict[str, Any]
+    ruleset: Ruleset
+    grid: Grid
+    seed: int
+    topn: int
+    sample: int | None
+    gates: bool
+
+    @property
+    def cardinality(self) -> int:
+        return self.grid.cardinality
+
+    @property
+    def count(self) -> int:
+        """Rows evaluated: the sample size, else the whole grid."""
+        return self.sample or self.cardinality
+
+    @property
+    def ids(self) -> bool:
+        """Whether chunks hash permutation_ids: v1 frames store them; v2 frames derive them on read."""
+        return not self.ruleset.priced
+
+    @property
+    def run_id(self) -> str:
+        return make_run_id(run_key(self.project, self.grid, self.seed, self.topn, self.sample, self.gates),
+                           self.ruleset)
+
+    def indices(self) -> np.ndarray | None:
+        """The sampled grid indices (METHODOLOGY section 3), or None for the whole grid."""
+        return sample_indices(self.cardinality, self.sample, self.seed) if self.sample else None
+
+    def bounds(self, chunk_size: int | None = None) -> list[Bound]:
+        """The chunks of this job: ``chunk_size`` rows, default :data:`CHUNK_ELEMENTS` / periods."""
+        return chunk_bounds(self.count, chunk_rows(self.project.n_periods, chunk_size))
+
+
+def plan_grid(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED, topn: int = DEFAULT_TOPN,
+              sample: int | None = None, ruleset: Ruleset | None = None, gates: bool = True) -> GridJob:
+    """Stage 1: validate the Top-N size, parse the ranges under the ruleset, check the guardrail."""
+    rs = ruleset or load_ruleset()
+    if isinstance(topn, bool) or not isinstance(topn, int) or not 1 <= topn <= 1000:
+        from ..errors import FieldError, InputError
+
+        raise InputError([FieldError("topn", f"must be an integer 1..1000 (got {topn!r})")], "request")
+    grid = parse_ranges(ranges, project, rs)
+    check_guardrail(grid.cardinality, sample)
+    return GridJob(project=project, ranges=dict(ranges), ruleset=rs, grid=grid, seed=seed, topn=topn,
+                   sample=sample, gates=gates)
+
+
+def build_context(job: GridJob) -> Context:
+    """The per-run constants of a job (flows of every case), with the compiled kernels where this process has
+    them: results are bit-identical either way (engine.kernels), so workers with and without agree."""
+    ctx = context_for_grid(job.project, job.ruleset, job.grid)
+    ctx.kernels = kernels.use_for(job.count)
+    return ctx
+
+
+def evaluate_chunk(ctx: Context, grid: Grid, indices: np.ndarray | None, bound: Bound, ids: bool = False) -> Chunk:
+    """Stage 2: rows [a, b) of the grid (or of its sampled ``indices``), a pure function of (project, ruleset,
+    grid, indices, bounds): structure columns, KPI columns (internals dropped but the hint-search flag) and,
+    with ``ids``, the permutation_ids hashed beside the numbers (polars releases the GIL)."""
+    a, b = bound
+    idx = indices[a:b] if indices is not None else np.arange(a, b, dtype=np.int64)
+    codes = grid.decode(idx)
+    table = table_from_codes(grid, codes)
+    out = evaluate(ctx, table)
+    structure = {"permutation_index": idx, **table, **{f"_code_{k}": codes[k] for k in KEYS}}
+    chunk_ids = permutation_id_series(grid, codes) if ids else None
+    return structure, {k: v for k, v in out.items() if not k.startswith("_") or k == "_hint_search"}, chunk_ids
+
+
+_CONTEXTS: OrderedDict[str, tuple[Context, np.ndarray | None]] = OrderedDict()
+_CONTEXTS_LOCK = threading.Lock()
+#: Contexts a process keeps (a Dask worker serving the chunks of several projects of a portfolio).
+CONTEXT_CACHE_SIZE = 8
+
+
+def job_context(job: GridJob) -> tuple[Context, np.ndarray | None]:
+    """(context, sampled indices) of a job, built once per process and kept for its next chunks (an LRU of
+    :data:`CONTEXT_CACHE_SIZE` jobs keyed by run_id): a Dask task ships the small job, never the arrays."""
+    key = job.run_id
+    with _CONTEXTS_LOCK:
+        if key in _CONTEXTS:
+            _CONTEXTS.move_to_end(key)
+            return _CONTEXTS[key]
+    built = (build_context(job), job.indices())
+    with _CONTEXTS_LOCK:
+        _CONTEXTS[key] = built
+        while len(_CONTEXTS) > CONTEXT_CACHE_SIZE:
+            _CONTEXTS.popitem(last=False)
+    return built
+
+
+def evaluate_job_chunk(job: GridJob, bound: Bound) -> Chunk:
+    """Stage 2 as a task (Dask): rows [a, b) of a job, with this process's cached context."""
+    ctx, indices = job_context(job)
+    return evaluate_chunk(ctx, job.grid, indices, bound, job.ids)
+
+
+def assemble(ctx: Context, chunks: Sequence[Chunk], ids: bool) -> Chunk:
+    """Stage 3a: the chunks (in bound order) concatenated, and the hint values that need a ladder search."""
+    structure = {k: np.concatenate([r[0][k] for r in chunks]) for k in chunks[0][0]}
+    kpis = {k: np.concatenate([r[1][k] for r in chunks]) for k in chunks[0][1]}
+    search_hints(ctx, {k: structure[k] for k in KEYS}, kpis)
+    kpis.pop("_hint_search")
+    return structure, kpis, pl.concat([r[2] for r in chunks]) if ids else None
+
+
 def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: int, *, chunk_size: int | None,
                   workers: int = 1, progress: Progress | None = None, cancel: threading.Event | None = None,
-                  ids: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], pl.Series | None]:
-    """Evaluate ``count`` grid points (``indices`` or 0..count-1) chunk by chunk: (structure, kpi) columns, and
-    with ``ids`` the permutation_ids, hashed in each chunk's worker (polars releases the GIL) beside the numbers."""
-    size = chunk_rows(ctx.n_periods, chunk_size)
-    bounds = [(a, min(a + size, count)) for a in range(0, count, size)] or [(0, 0)]
+                  ids: bool = False) -> Chunk:
+    """Evaluate ``count`` grid points (``indices`` or 0..count-1) chunk by chunk on local threads: (structure,
+    kpi) columns, and with ``ids`` the permutation_ids, hashed in each chunk's worker beside the numbers."""
+    bounds = chunk_bounds(count, chunk_rows(ctx.n_periods, chunk_size))
 
-    def work(bound: tuple[int, int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], pl.Series | None]:
+    def work(bound: Bound) -> Chunk:
         if cancel is not None and cancel.is_set():
             raise RunCancelled("run cancelled")
-        a, b = bound
-        idx = indices[a:b] if indices is not None else np.arange(a, b, dtype=np.int64)
-        codes = grid.decode(idx)
-        table = table_from_codes(grid, codes)
-        out = evaluate(ctx, table)
-        structure = {"permutation_index": idx, **table, **{f"_code_{k}": codes[k] for k in KEYS}}
-        chunk_ids = permutation_id_series(grid, codes) if ids else None
-        return structure, {k: v for k, v in out.items() if not k.startswith("_") or k == "_hint_search"}, chunk_ids
+        return evaluate_chunk(ctx, grid, indices, bound, ids)
 
     results: list[Any] = [None] * len(bounds)
     done = 0
@@ -168,11 +296,7 @@ def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: i
                 done += bound[1] - bound[0]
                 if progress:
                     progress(done, count)
-    structure = {k: np.concatenate([r[0][k] for r in results]) for k in results[0][0]}
-    kpis = {k: np.concatenate([r[1][k] for r in results]) for k in results[0][1]}
-    search_hints(ctx, {k: structure[k] for k in KEYS}, kpis)
-    kpis.pop("_hint_search")
-    return structure, kpis, pl.concat([r[2] for r in results]) if ids else None
+    return assemble(ctx, results, ids)
 
 
 def rank_rows(kpis: Mapping[str, np.ndarray], index: np.ndarray, topn: int, gates: bool = True) -> np.ndarray:
@@ -297,26 +421,36 @@ def run(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED
         sample: int | None = None, workers: int = 1, chunk_size: int | None = None, ruleset: Ruleset | None = None,
         gates: bool = True, chunked: bool = True, progress: Progress | None = None,
         cancel: threading.Event | None = None, today: dt.date | None = None) -> RunResult:
-    """Run the engine over a range request and rank the Top-N (see module docstring)."""
+    """Run the engine over a range request and rank the Top-N (see module docstring): the three stages on
+    local threads (:func:`plan_grid`, :func:`evaluate_grid`, :func:`finish`)."""
     started = time.perf_counter()
-    rs = ruleset or load_ruleset()
-    if isinstance(topn, bool) or not isinstance(topn, int) or not 1 <= topn <= 1000:
-        from ..errors import FieldError, InputError
+    job = plan_grid(project, ranges, seed=seed, topn=topn, sample=sample, ruleset=ruleset, gates=gates)
+    return run_job(job, workers=workers, chunk_size=chunk_size, chunked=chunked, progress=progress, cancel=cancel,
+                   today=today, started=started)
 
-        raise InputError([FieldError("topn", f"must be an integer 1..1000 (got {topn!r})")], "request")
-    grid = parse_ranges(ranges, project, rs)
-    cardinality = grid.cardinality
-    check_guardrail(cardinality, sample)
-    indices = sample_indices(cardinality, sample, seed) if sample else None
-    count = sample or cardinality
-    ctx = context_for_grid(project, rs, grid)
-    ctx.kernels = kernels.use_for(count)  # compiled mezzanine and IRR rows (C): identical results, faster
-    size = chunk_size if chunked else max(count, 1)
-    # v2 frames leave permutation_id out: it is derived on read (runs.frame_ids), exact where a row is shown
-    structure, kpis, ids = evaluate_grid(ctx, grid, indices, count, chunk_size=size, workers=workers,
-                                         progress=progress, cancel=cancel, ids=not ctx.priced)
+
+def run_job(job: GridJob, *, workers: int = 1, chunk_size: int | None = None, chunked: bool = True,
+            progress: Progress | None = None, cancel: threading.Event | None = None, today: dt.date | None = None,
+            started: float | None = None) -> RunResult:
+    """Stages 2 and 3 of a planned job on local threads."""
+    started = time.perf_counter() if started is None else started
+    ctx = build_context(job)  # compiled mezzanine and IRR rows (C) where built: identical results, faster
+    size = chunk_size if chunked else max(job.count, 1)
+    structure, kpis, ids = evaluate_grid(ctx, job.grid, job.indices(), job.count, chunk_size=size, workers=workers,
+                                         progress=progress, cancel=cancel, ids=job.ids)
+    return finish(job, ctx, structure, kpis, ids, started=started, today=today)
+
+
+def finish(job: GridJob, ctx: Context, structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray],
+           ids: pl.Series | None, *, started: float | None = None, today: dt.date | None = None) -> RunResult:
+    """Stage 3b: rank the Top-N, its Monte Carlo and breakevens, the frame, the run_id and the metadata.
+
+    ``started`` (perf_counter) times the engine; v2 frames leave permutation_id out (runs.frame_ids derives it).
+    """
+    started = time.perf_counter() if started is None else started
+    project, rs, grid, seed, topn = job.project, job.ruleset, job.grid, job.seed, job.topn
     index = structure["permutation_index"]
-    top_rows = rank_rows(kpis, index, topn, gates)
+    top_rows = rank_rows(kpis, index, topn, job.gates)
     top_table = {k: v[top_rows] for k, v in structure.items() if not k.startswith("_")}
     mc = monte_carlo(ctx, top_table, seed)
     extra = breakeven_kpis(ctx, top_table) if ctx.priced else [{} for _ in top_rows]
@@ -326,22 +460,20 @@ def run(project: Project, ranges: Mapping[str, Any], *, seed: int = DEFAULT_SEED
     engine_s = time.perf_counter() - started
 
     frame = make_frame(structure, kpis, ids, ctx.limits, ctx.priced)
-    key = run_key(project, grid, seed, topn, sample, gates)
-    run_id = make_run_id(key, rs)
     today = today or dt.date.today()
     counts = {tier: int(n) for tier, n in zip(TIERS, np.bincount(kpis["tier"], minlength=len(TIERS)), strict=True)}
     meta = {
-        "run_id": run_id, "seed": seed, "topn": topn, "sample": sample, "gates": gates,
-        "project": project.to_dict(), "ranges": dict(ranges), "grid": grid.to_dict(),
+        "run_id": job.run_id, "seed": seed, "topn": topn, "sample": job.sample, "gates": job.gates,
+        "project": project.to_dict(), "ranges": dict(job.ranges), "grid": grid.to_dict(),
         "ruleset": {"version": rs.version, "sha256": rs.sha256}, "engine_version": ENGINE_VERSION,
-        "cardinality": cardinality, "evaluated": count, "counts": counts,
+        "cardinality": job.cardinality, "evaluated": job.count, "counts": counts,
         "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         "closing_date": project.closing_date or default_closing_date(today).isoformat(),
         "timings": {"engine_s": round(engine_s, 6), "total_s": round(time.perf_counter() - started, 6)},
         "stress_names": list(STRESS_NAMES),
-        "cohort_key": request_cohort_key(project, ranges, seed, topn, sample, gates),
+        "cohort_key": request_cohort_key(project, job.ranges, seed, topn, job.sample, job.gates),
     }
-    return RunResult(run_id=run_id, meta=meta, frame=frame, top=top, grid=grid)
+    return RunResult(run_id=job.run_id, meta=meta, frame=frame, top=top, grid=grid)
 
 
 def _top_entry(rendered: Mapping[str, Any], rank: int, breach: float, p5: float,

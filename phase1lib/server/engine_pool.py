@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import Phase1Error
 
 if TYPE_CHECKING:  # the engine is imported in the engine processes, after their thread limits are set
-    from ..engine.runner import RunResult
+    from ..engine.runner import GridJob, RunResult
 
 log = logging.getLogger("phase1lib.server.engine_pool")
 
@@ -214,9 +214,9 @@ class EnginePool:
             for proc in procs:
                 self._idle.put(proc)
 
-    def compute(self, project: Any, ranges: Mapping[str, Any], *, progress: Any = None,
-                cancel: threading.Event | None = None, home: Path | None = None, **planned: Any) -> RunResult:
-        """:func:`phase1lib.service.compute_run` in an idle engine process (waits for one)."""
+    def compute(self, job: GridJob, *, progress: Any = None, cancel: threading.Event | None = None,
+                home: Path | None = None, **options: Any) -> RunResult:
+        """:func:`phase1lib.service.compute_run` of a planned job in an idle engine process (waits for one)."""
         while True:
             if self._closed.is_set():
                 raise _cancelled("cancelled: the server is shutting down")
@@ -227,7 +227,7 @@ class EnginePool:
                 break
             except queue.Empty:
                 continue
-        request = dict(planned, project=project, ranges=dict(ranges), home=home or self.home)
+        request = dict(options, job=job, home=home or self.home)
         try:
             return proc.compute(request, progress, cancel)
         except EngineProcessError:

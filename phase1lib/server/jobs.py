@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import service
@@ -98,6 +98,42 @@ class JobRunner:
             counts = ", ".join(f"{k} {v:,}" for k, v in summary["counts"].items())
             self._finish(job_id, "done", run_id=result.run_id,
                          message=f"{summary['evaluated']:,} permutations evaluated ({counts})")
+        finally:
+            with self._lock:
+                self._cancels.pop(job_id, None)
+            self.ctx.release_run()
+
+    def submit_task(self, owner: str, message: str, task: Callable[[Any, threading.Event], tuple[str, str]],
+                    request_id: str) -> dict[str, Any]:
+        """Queue another engine task as a job (a portfolio): ``task(progress, cancel)`` returns (result id,
+        message); the result id goes to the job's run_id field. The caller has reserved a run slot."""
+        job = self.ctx.store.create_job(owner, message=message)
+        cancel = threading.Event()
+        with self._lock:
+            self._cancels[job["job_id"]] = cancel
+        try:
+            self.ctx.executor.submit(self._run_task, job["job_id"], task, cancel, request_id)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._finish(job["job_id"], "failed", error="the server is shutting down")
+            raise
+        return job
+
+    def _run_task(self, job_id: str, task: Callable[[Any, threading.Event], tuple[str, str]],
+                  cancel: threading.Event, request_id: str) -> None:
+        try:
+            if cancel.is_set():
+                raise RunCancelled("cancelled before it started")
+            self.ctx.store.update_job(job_id, state="running", message="running")
+            result_id, message = task(self._progress(job_id), cancel)
+        except RunCancelled:
+            self._finish(job_id, "failed", error=getattr(cancel, "reason", None) or "cancelled")
+        except Phase1Error as error:
+            self._finish(job_id, "failed", error=str(error))
+        except Exception:
+            log.exception("background job %s failed (request %s)", job_id, request_id)
+            self._finish(job_id, "failed", error=f"internal error; quote request id {request_id}")
+        else:
+            self._finish(job_id, "done", run_id=result_id, message=message)
         finally:
             with self._lock:
                 self._cancels.pop(job_id, None)

@@ -111,12 +111,25 @@ def bodies() -> dict[str, dict[str, Any]]:
         "runs_delete": {"type": "object", "additionalProperties": False, "required": ["run_id"],
                         "properties": {"run_id": {"type": "string"}, "reason": reason}},
         "empty": {"type": "object", "maxProperties": 0},
+        "portfolio": portfolio_schema(project, run),
     }
+
+
+def portfolio_schema(project: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """A portfolio (docs/portfolio.md) as the API takes it: inline projects, shared or per-project options."""
+    options = {k: run["properties"][k] for k in ("ranges", "preset", "ruleset", "seed", "topn", "sample")}
+    entry = {"type": "object", "additionalProperties": False, "required": ["project"],
+             "properties": {"project": project, **options}}
+    return {"type": "object", "additionalProperties": False, "required": ["projects"],
+            "properties": {"title": {"type": "string", "minLength": 1, "maxLength": 200},
+                           "defaults": {"type": "object", "additionalProperties": False, "properties": options},
+                           "projects": {"type": "array", "minItems": 1, "maxItems": 500, "items": entry}}}
 
 
 FORMS = {"/auth/login": {"username": {"type": "string"}, "password": {"type": "string"}},
          "/auth/mfa": {"code": {"type": "string"}}}
-SUCCESS = {"post:/api/phase1/run/submit": "202", "post:/api/phase1/run/cancel/{job_id}": "202"}
+SUCCESS = {"post:/api/phase1/run/submit": "202", "post:/api/phase1/run/cancel/{job_id}": "202",
+           "post:/api/phase1/portfolio": "202"}
 RESPONSES = {
     "get:/api/phase1/health": {"type": "object", "required": ["status"],
                                "properties": {"status": {"enum": ["ok", "degraded"]}}},

@@ -14,7 +14,7 @@ from typing import Any
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 
-from .handlers import api, auth, jobs, ops
+from .handlers import api, auth, jobs, ops, portfolio
 
 STATIC = Path(__file__).resolve().parent / "static"
 CORE = ("phase1_core",)
@@ -82,6 +82,13 @@ ROUTES: tuple[Route, ...] = (
           summary="the result of a finished background run (becomes the session's last run)"),
     Route("/api/phase1/run/cancel/{job_id}", jobs.CancelHandler, "session", CORE, body="empty",
           summary="ask a background run to stop"),
+    Route("/api/phase1/portfolio", portfolio.PortfolioSubmitHandler, "session", CORE, body="portfolio",
+          summary="start a background portfolio: {\"title\", \"defaults\", \"projects\": [{\"project\": {...}, "
+                  "\"preset\" or \"ranges\", ...}]}: {\"job_id\"} (docs/portfolio.md)"),
+    Route("/api/phase1/portfolio/progress/{job_id}", portfolio.PortfolioProgressHandler, "session", CORE,
+          summary="state and progress (0-1, permutations across all projects) of a background portfolio"),
+    Route("/api/phase1/portfolio/result/{job_id}", portfolio.PortfolioResultHandler, "session", CORE,
+          summary="a finished portfolio: {\"portfolio_id\", \"runs\", \"summary\"}; each run is an ordinary run"),
     Route("/api/phase1/securitisation/top20", api.Top20Handler, "session", CORE,
           summary="the Top-20 of the session's last run"),
     Route("/api/phase1/securitisation/export/{rank}", api.ExportHandler, "session", ("phase1_core", "docs_exports"),

@@ -24,6 +24,7 @@ from .components import BadRecords, Notice, heading, kv_table, page
 from .context import AppContext
 from .format import TIER_ORDER, esc, number, seconds, tier_badge, timestamp
 from .permutations import pinned_ruleset
+from .portfolio import PortfolioSection
 
 #: Seconds between two progress-bar updates (the last one always shows).
 PROGRESS_EVERY_S = 0.1
@@ -76,6 +77,7 @@ class RunDashboard:
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
         self._last_progress = 0.0
+        self.portfolio = PortfolioSection(ctx, workers=self.workers)  # its own section (phase1lib.ui.portfolio)
         self.widget = self._layout()
         self.show_inputs()
         self.refresh_runs()
@@ -87,7 +89,7 @@ class RunDashboard:
         earlier = widgets.VBox([heading("Earlier runs"), self.runs, self.bad_runs,
                                 widgets.HBox([self.reopen_button, self.refresh_button])])
         return page("Run", self.ctx.user, self.inputs, controls, bar, self.notice, heading("Summary"),
-                    self.summary, earlier)
+                    self.summary, earlier, self.portfolio.widget)
 
     # ---- inputs from the workspace ------------------------------------------------------------------------
     def plan(self) -> tuple[Project | None, dict[str, Any] | None, int | None, list[str]]:
