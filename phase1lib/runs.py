@@ -107,8 +107,9 @@ def load_run(run_id: str, home: Path | None = None, frame: bool = True) -> RunRe
 
 
 def frame_ids(result: RunResult) -> list[str]:
-    """permutation_id of every row of a run's frame: the stored column (v1), or derived from the recorded grid
-    and each row's permutation_index (v2 runs store no id column: METHODOLOGY section 3's ids, exactly)."""
+    """permutation_id of every row of a run's frame, derived from the recorded grid and each row's
+    permutation_index (METHODOLOGY section 3's ids, exactly); runs stored before ids were derived on read keep
+    theirs in a column, which is read as it is."""
     if "permutation_id" in result.frame.columns:
         return result.frame["permutation_id"].to_list()
     grid = Grid(values={k: tuple(v) for k, v in result.meta["grid"].items()})

@@ -212,3 +212,14 @@ def max_permutations() -> int:
         raw = os.environ.get("PHASE1_MAX_PERMUTATIONS", "")
         raise InputError([FieldError("PHASE1_MAX_PERMUTATIONS", f"must be a positive integer (got {raw!r})")],
                          "environment") from None
+
+
+#: The thread pools a process can cap before it imports polars and numpy (polars, OpenBLAS, OpenMP, MKL).
+THREAD_ENVS = ("POLARS_MAX_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_threads(threads: int) -> None:
+    """Cap this process's polars and BLAS threads (an engine process's share of the cores); effective only
+    before those libraries are imported."""
+    for name in THREAD_ENVS:
+        os.environ[name] = str(threads)

@@ -20,6 +20,7 @@ from phase1lib.portfolio import ClusterError, load_portfolio, parse_portfolio, p
 from phase1lib.portfolio.spec import DEFAULT_MAX_PORTFOLIO_PERMUTATIONS
 from phase1lib.presets import preset_ranges
 from phase1lib.project import load_project
+from phase1lib.ranges import Grid, permutation_id
 from phase1lib.runs import runs_dir
 from phase1lib.store import SQLiteStore
 
@@ -213,7 +214,8 @@ def test_summary_recomputed_from_the_stored_frames(store, home):
                            descending=[True, False, True, False]).row(0, named=True)
         assert line["best"]["day_one_value"] == best["day_one_value"]
         assert line["best"]["equity_required"] == best["equity_required"]
-        assert line["best"]["permutation_id"] == best["permutation_id"]
+        grid = Grid(values={k: tuple(v) for k, v in run.meta["grid"].items()})  # ids are derived on read
+        assert line["best"]["permutation_id"] == permutation_id(grid.point(best["permutation_index"]))
         assert best["day_one_value"] + best["equity_required"] == pytest.approx(
             line["best"]["day_one_value"] + line["best"]["equity_required"], rel=1e-15)
         totals = by_currency.setdefault(line["currency"], [0, 0.0, 0.0])

@@ -144,17 +144,19 @@ def test_run_id_depends_on_inputs_not_on_spelling(current):
 def test_top_rows_in_plain_python_equal_the_frame_rows(preset):
     """frame_rows (the Top-N path) gives every row exactly as the stored frame holds it, ids included."""
     from phase1lib.engine.evaluate import context_for_grid
-    from phase1lib.engine.runner import evaluate_grid, frame_rows, grid_ids, make_frame
-    from phase1lib.ranges import parse_ranges
+    from phase1lib.engine.runner import evaluate_grid, frame_rows, make_frame
+    from phase1lib.ranges import parse_ranges, permutation_ids
     from phase1lib.ruleset import load_ruleset
 
     grid = parse_ranges(preset_ranges(preset), LONDON)
     ctx = context_for_grid(LONDON, load_ruleset(), grid)
-    structure, kpis, _ids = evaluate_grid(ctx, grid, None, grid.cardinality, chunk_size=None)
+    structure, kpis = evaluate_grid(ctx, grid, None, grid.cardinality, chunk_size=None)
     rows = np.arange(0, grid.cardinality, 7)  # mezz on and off, viable and not, NaN KPIs
     sub_s = {k: v[rows] for k, v in structure.items()}
     sub_k = {k: v[rows] for k, v in kpis.items()}
-    expected = list(make_frame(sub_s, sub_k, grid_ids(sub_s, grid)).iter_rows(named=True))
+    ids = permutation_ids(grid, grid.decode(sub_s["permutation_index"]))  # the frame derives them on read
+    expected = [{**row, "permutation_id": pid}
+                for row, pid in zip(make_frame(sub_s, sub_k).iter_rows(named=True), ids, strict=True)]
     got = frame_rows(sub_s, sub_k)
     assert len(got) == len(expected) == len(rows)
     nulls = sum(v is None for row in got for v in row.values())

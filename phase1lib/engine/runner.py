@@ -43,7 +43,6 @@ from ..ranges import (
     check_guardrail,
     parse_ranges,
     permutation_id,
-    permutation_id_series,
     sample_indices,
 )
 from ..ruleset import RATINGS, Ruleset, load_ruleset
@@ -142,8 +141,8 @@ def chunk_rows(n_periods: int, chunk_size: int | None) -> int:
 
 
 Bound = tuple[int, int]
-#: One evaluated chunk: (structure columns, KPI columns, permutation_ids or None).
-Chunk = tuple[dict[str, np.ndarray], dict[str, np.ndarray], pl.Series | None]
+#: One evaluated chunk: (structure columns, KPI columns).
+Chunk = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
 
 
 def chunk_bounds(count: int, size: int) -> list[Bound]:
@@ -175,11 +174,6 @@ class GridJob:
     def count(self) -> int:
         """Rows evaluated: the sample size, else the whole grid."""
         return self.sample or self.cardinality
-
-    @property
-    def ids(self) -> bool:
-        """Whether chunks hash permutation_ids: v1 frames store them; v2 frames derive them on read."""
-        return not self.ruleset.priced
 
     @property
     def run_id(self) -> str:
@@ -217,18 +211,16 @@ def build_context(job: GridJob) -> Context:
     return ctx
 
 
-def evaluate_chunk(ctx: Context, grid: Grid, indices: np.ndarray | None, bound: Bound, ids: bool = False) -> Chunk:
+def evaluate_chunk(ctx: Context, grid: Grid, indices: np.ndarray | None, bound: Bound) -> Chunk:
     """Stage 2: rows [a, b) of the grid (or of its sampled ``indices``), a pure function of (project, ruleset,
-    grid, indices, bounds): structure columns, KPI columns (internals dropped but the hint-search flag) and,
-    with ``ids``, the permutation_ids hashed beside the numbers (polars releases the GIL)."""
+    grid, indices, bounds): structure columns and KPI columns (internals dropped but the hint-search flag)."""
     a, b = bound
     idx = indices[a:b] if indices is not None else np.arange(a, b, dtype=np.int64)
     codes = grid.decode(idx)
     table = table_from_codes(grid, codes)
     out = evaluate(ctx, table)
     structure = {"permutation_index": idx, **table, **{f"_code_{k}": codes[k] for k in KEYS}}
-    chunk_ids = permutation_id_series(grid, codes) if ids else None
-    return structure, {k: v for k, v in out.items() if not k.startswith("_") or k == "_hint_search"}, chunk_ids
+    return structure, {k: v for k, v in out.items() if not k.startswith("_") or k == "_hint_search"}
 
 
 _CONTEXTS: OrderedDict[str, tuple[Context, np.ndarray | None]] = OrderedDict()
@@ -256,29 +248,29 @@ def job_context(job: GridJob) -> tuple[Context, np.ndarray | None]:
 def evaluate_job_chunk(job: GridJob, bound: Bound) -> Chunk:
     """Stage 2 as a task (Dask): rows [a, b) of a job, with this process's cached context."""
     ctx, indices = job_context(job)
-    return evaluate_chunk(ctx, job.grid, indices, bound, job.ids)
+    return evaluate_chunk(ctx, job.grid, indices, bound)
 
 
-def assemble(ctx: Context, chunks: Sequence[Chunk], ids: bool) -> Chunk:
+def assemble(ctx: Context, chunks: Sequence[Chunk]) -> Chunk:
     """Stage 3a: the chunks (in bound order) concatenated, and the hint values that need a ladder search."""
     structure = {k: np.concatenate([r[0][k] for r in chunks]) for k in chunks[0][0]}
     kpis = {k: np.concatenate([r[1][k] for r in chunks]) for k in chunks[0][1]}
     search_hints(ctx, {k: structure[k] for k in KEYS}, kpis)
     kpis.pop("_hint_search")
-    return structure, kpis, pl.concat([r[2] for r in chunks]) if ids else None
+    return structure, kpis
 
 
 def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: int, *, chunk_size: int | None,
-                  workers: int = 1, progress: Progress | None = None, cancel: threading.Event | None = None,
-                  ids: bool = False) -> Chunk:
+                  workers: int = 1, progress: Progress | None = None, cancel: threading.Event | None = None
+                  ) -> Chunk:
     """Evaluate ``count`` grid points (``indices`` or 0..count-1) chunk by chunk on local threads: (structure,
-    kpi) columns, and with ``ids`` the permutation_ids, hashed in each chunk's worker beside the numbers."""
+    kpi) columns."""
     bounds = chunk_bounds(count, chunk_rows(ctx.n_periods, chunk_size))
 
     def work(bound: Bound) -> Chunk:
         if cancel is not None and cancel.is_set():
             raise RunCancelled("run cancelled")
-        return evaluate_chunk(ctx, grid, indices, bound, ids)
+        return evaluate_chunk(ctx, grid, indices, bound)
 
     results: list[Any] = [None] * len(bounds)
     done = 0
@@ -296,7 +288,7 @@ def evaluate_grid(ctx: Context, grid: Grid, indices: np.ndarray | None, count: i
                 done += bound[1] - bound[0]
                 if progress:
                     progress(done, count)
-    return assemble(ctx, results, ids)
+    return assemble(ctx, results)
 
 
 def rank_rows(kpis: Mapping[str, np.ndarray], index: np.ndarray, topn: int, gates: bool = True) -> np.ndarray:
@@ -309,11 +301,6 @@ def rank_rows(kpis: Mapping[str, np.ndarray], index: np.ndarray, topn: int, gate
     dscr = np.nan_to_num(np.round(kpis["min_dscr"][rows], 9), nan=-np.inf)
     order = np.lexsort((index[rows], -dscr, wacd, -dov))
     return rows[order[:topn]]
-
-
-def grid_ids(structure: Mapping[str, np.ndarray], grid: Grid) -> pl.Series:
-    """permutation_id of every row of a grid evaluation."""
-    return permutation_id_series(grid, {k: structure[f"_code_{k}"] for k in KEYS})
 
 
 def enum_kpis(limits: tuple[str, ...] = LIMITS) -> dict[str, tuple[tuple[str, ...], str]]:
@@ -340,16 +327,15 @@ def coupon_texts(coupons: np.ndarray) -> list[str]:
     return [MARKET if c != c else json.dumps(c) for c in coupons.tolist()]
 
 
-def make_frame(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray], ids: pl.Series | list[str] | None,
+def make_frame(structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray],
                limits: tuple[str, ...] = LIMITS, priced: bool = False) -> pl.DataFrame:
     """Evaluated structures as a polars frame: readable structure and KPI columns, nulls for NaN.
 
-    ``ids`` None leaves permutation_id out (v2 runs derive it on read: :func:`phase1lib.runs.frame_ids`).
-    Under a priced ruleset senior_coupon is text, "market" or the number (section 11.1).
+    No permutation_id column: ids are derived on read from the recorded grid (:func:`phase1lib.runs.frame_ids`),
+    exactly, so 250,000 sha256 hashes are not paid by every run. Under a priced ruleset senior_coupon is text,
+    "market" or the number (section 11.1).
     """
     cols: dict[str, pl.Series] = {"permutation_index": pl.Series(structure["permutation_index"], dtype=pl.Int64)}
-    if ids is not None:
-        cols["permutation_id"] = pl.Series(ids, dtype=pl.String)
     mezz_on = pl.Series(structure["mezz_on"])
     enums = enum_kpis(limits)
     for key in KEYS:
@@ -436,16 +422,16 @@ def run_job(job: GridJob, *, workers: int = 1, chunk_size: int | None = None, ch
     started = time.perf_counter() if started is None else started
     ctx = build_context(job)  # compiled mezzanine and IRR rows (C) where built: identical results, faster
     size = chunk_size if chunked else max(job.count, 1)
-    structure, kpis, ids = evaluate_grid(ctx, job.grid, job.indices(), job.count, chunk_size=size, workers=workers,
-                                         progress=progress, cancel=cancel, ids=job.ids)
-    return finish(job, ctx, structure, kpis, ids, started=started, today=today)
+    structure, kpis = evaluate_grid(ctx, job.grid, job.indices(), job.count, chunk_size=size, workers=workers,
+                                    progress=progress, cancel=cancel)
+    return finish(job, ctx, structure, kpis, started=started, today=today)
 
 
-def finish(job: GridJob, ctx: Context, structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray],
-           ids: pl.Series | None, *, started: float | None = None, today: dt.date | None = None) -> RunResult:
+def finish(job: GridJob, ctx: Context, structure: Mapping[str, np.ndarray], kpis: Mapping[str, np.ndarray], *,
+           started: float | None = None, today: dt.date | None = None) -> RunResult:
     """Stage 3b: rank the Top-N, its Monte Carlo and breakevens, the frame, the run_id and the metadata.
 
-    ``started`` (perf_counter) times the engine; v2 frames leave permutation_id out (runs.frame_ids derives it).
+    ``started`` (perf_counter) times the engine.
     """
     started = time.perf_counter() if started is None else started
     project, rs, grid, seed, topn = job.project, job.ruleset, job.grid, job.seed, job.topn
@@ -459,7 +445,7 @@ def finish(job: GridJob, ctx: Context, structure: Mapping[str, np.ndarray], kpis
     top = [_top_entry(render_row(ctx, row), i + 1, mc[0][i], mc[1][i], extra[i]) for i, row in enumerate(rows)]
     engine_s = time.perf_counter() - started
 
-    frame = make_frame(structure, kpis, ids, ctx.limits, ctx.priced)
+    frame = make_frame(structure, kpis, ctx.limits, ctx.priced)
     today = today or dt.date.today()
     counts = {tier: int(n) for tier, n in zip(TIERS, np.bincount(kpis["tier"], minlength=len(TIERS)), strict=True)}
     meta = {

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from ..errors import FieldError, InputError
 from ..jsonsafe import finite_or_none
@@ -65,8 +66,8 @@ def evaluate_points(project: Project, points: Sequence[Mapping[str, Any]], rules
     table = table_from_points(points)
     out = evaluate(ctx, table)
     search_hints(ctx, table, out)
-    frame = make_frame({"permutation_index": np.arange(len(points)), **table}, out,
-                       [permutation_id(pt) for pt in points], ctx.limits, ctx.priced)
+    frame = make_frame({"permutation_index": np.arange(len(points)), **table}, out, ctx.limits, ctx.priced)
+    frame.insert_column(1, pl.Series("permutation_id", [permutation_id(pt) for pt in points], dtype=pl.String))
     rendered = [render_row(ctx, row) for row in frame.iter_rows(named=True)]
     if seed is not None:
         breach, p5 = monte_carlo(ctx, table, seed)

@@ -197,7 +197,7 @@ def evaluate_dask(work: Sequence[Work], address: str, *, progress: Progress | No
                     ctx = build_context(job)
                     parts = [part for part in chunks[n] if part is not None]
                     chunks[n] = []
-                    yield work[n].index, finish(job, ctx, *assemble(ctx, parts, job.ids), started=started)
+                    yield work[n].index, finish(job, ctx, *assemble(ctx, parts), started=started)
     finally:
         leftover = [f for f in futures if f.status == "pending"]
         if leftover:

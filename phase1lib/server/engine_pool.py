@@ -34,8 +34,6 @@ if TYPE_CHECKING:  # the engine is imported in the engine processes, after their
 
 log = logging.getLogger("phase1lib.server.engine_pool")
 
-#: Thread-pool sizes an engine process sets before it imports the engine (polars, OpenBLAS, OpenMP).
-THREAD_ENVS = ("POLARS_MAX_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 #: How often a waiting run thread relays progress and cancel between it and its engine process.
 POLL_S = 0.05
 #: How long start-up waits for an engine process to report ready before it is called broken.
@@ -60,8 +58,9 @@ def _serve(conn: Connection, cancel: Any, progress: Any, threads: int) -> None:
     """An engine process's loop: limit its threads, warm up, then compute each request it receives until told
     to stop. ``threads``: polars' and BLAS's threads, so that the processes together do not oversubscribe the
     cores (set before the engine is imported)."""
-    for name in THREAD_ENVS:
-        os.environ[name] = str(threads)
+    from ..settings import limit_threads
+
+    limit_threads(threads)
     from .. import service
     from ..engine import kernels
 
