@@ -11,9 +11,9 @@ Bisection needs "every grid point up to j passes" to be monotone, which it is by
 from three evaluations because of the shape of case "CPI x" (docs/termsheet.md): below the CPI floor every
 period's cash falls as x rises (the rent grows at the floor or less, costs at x), and from the floor up each
 period's cash a (1 + x)^k - b (1 + x)^(y - 1) - c (k <= y - 1 unhedged anniversaries; capped rents above the cap)
-rises then falls, so the min DSCR is quasi-concave there and its passing grid points form one run. Hence, with s
-the first grid point at or above the floor: all of x_0 .. x_j pass iff x_j passes and (j < s, or x_(s-1) and x_s
-pass).
+rises then falls (or is monotone), so the min DSCR is quasi-concave there and its passing grid points form one
+run. Hence, with s the first grid point at or above the floor: all of x_0 .. x_j pass iff x_j passes and (j < s,
+or x_(s-1) and x_s pass).
 """
 
 from __future__ import annotations
