@@ -244,6 +244,7 @@ def cases() -> dict[str, Case]:
         Case("v2-flex-curve-tenor-beyond", curve, 1, {"senior_tenor": 12}),
         Case("v2-flex-cpi-below-floor", london_market, 1, {"base_cpi": 0.0, "zcis_rate": 0.02}),
         Case("v2-flex-no-opex-capped", london_market, 1, {"opex_pct": 0.0, "zcis_tenor_years": 0}),
+        Case("v2-flex-no-senior-debt", london_market, 1, {"senior_tenor": 10, "io_months": 120}),  # blank breakevens
         # the min DSCR dips below 1.00x under the CPI floor and recovers inside the collar: the first failure counts
         Case("v2-flex-cpi-dip-below-floor", london_market, 1, {"base_cpi": -0.03, "cpi_floor": 0.0, "cpi_cap": 0.03,
                                                                "zcis_rate": 0.02, "opex_pct": 0.45,
@@ -342,6 +343,7 @@ def test_v2_cases_exercise_what_they_name(cases) -> None:
     assert low.base_cpi < low.cpi_floor
     assert k["v2-flex-no-opex-capped"]["breakeven_cpi_capped"] is True
     assert k["v2-flex-no-opex-capped"]["breakeven_opex_rise"] is None
+    assert all(k["v2-flex-no-senior-debt"][name] is None for name in V2_BREAKEVENS)
     dip = cases["v2-flex-cpi-dip-below-floor"]
     assert dip.project.base_cpi < k["v2-flex-cpi-dip-below-floor"]["breakeven_cpi"] < dip.project.cpi_floor
     assert sum(c.ruleset.priced for c in cases.values()) >= 10
