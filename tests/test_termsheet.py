@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import subprocess
@@ -19,6 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import openpyxl
 import pytest
 from openpyxl.worksheet.formula import ArrayFormula
@@ -32,7 +34,7 @@ from phase1lib.engine.runner import RunResult, run
 from phase1lib.engine.structure import structure_detail
 from phase1lib.errors import ConflictError, DisabledError, NotFoundError
 from phase1lib.presets import preset_ranges
-from phase1lib.project import TENANT_RATINGS, load_project, parse_project
+from phase1lib.project import TENANT_RATINGS, derive, load_project, parse_project
 from phase1lib.ruleset import RATINGS, load_ruleset, ruleset_from_bytes
 from phase1lib.runs import load_run, save_run
 from phase1lib.store import SQLiteStore
@@ -351,15 +353,212 @@ def test_no_unique_irr_is_blank(london) -> None:
     assert termsheet.term_sheet_json(cheap, 1)["equity"]["irr"] is None
 
 
-def test_v2_runs_get_the_json_but_not_the_v1_model(london) -> None:
-    """The Excel model implements ruleset v1; a v2 run is refused with a clear error, its JSON term sheet works."""
-    v2 = run(parse_project(london.meta["project"]), {"senior_tenor": [20], "senior_dscr": [1.35]},
-             ruleset=load_ruleset("v2"), gates=False)
-    with pytest.raises(ConflictError, match="ruleset v1 only"):
-        termsheet.to_xlsx_bytes(v2, 1)
-    doc = termsheet.term_sheet_json(v2, 1)
-    assert doc["capital_structure"]["senior"]["coupon"] == v2.top_row(1)["kpis"]["senior_coupon"]
-    assert "ltv" in doc["capital_structure"]["senior"]["sizing_limits"]
+# ---- ruleset v2 (METHODOLOGY section 11) ----------------------------------------------------------------
+
+V2_NAMES = ("market_coupon", "benchmark_rate", "curve_tenors", "curve_rates", "term_bps_per_year", "term_above_years",
+            "cap_rate", "income_value", "lending_value", "max_ltv", "ltv_limit", "limit_ltv", "coupon_offered",
+            "pricing_failed", "pricing_hint", "breakeven_rent_cut", "breakeven_opex_rise", "breakeven_cpi",
+            "breakeven_cpi_capped", "sf_be_served", "sf_be_rent_need", "sf_be_opex_room", "be_lo", "be_floor_ok")
+
+
+@pytest.fixture(scope="module")
+def v2_runs(london) -> dict[str, RunResult]:
+    """London under ruleset v2: 20 years at 1.35x priced at market (0.0600) and offered at 0.05 (fails pricing);
+    the same market note for a project with a curve override and a cap rate."""
+    v2 = load_ruleset("v2")
+    project = london.meta["project"]
+    override = parse_project({**project, "benchmark_curve": [[3, 0.03], [12, 0.036], [25, 0.041]],
+                              "cap_rate": 0.065})
+    return {
+        "market": run(parse_project(project), {"senior_tenor": [20], "senior_dscr": [1.35]}, ruleset=v2,
+                      gates=False),
+        "offered": run(parse_project(project), {"senior_tenor": [20], "senior_coupon": [0.05], "senior_dscr": [1.35]},
+                       ruleset=v2, gates=False),
+        "override": run(override, {"senior_tenor": [20], "senior_dscr": [1.35]}, ruleset=v2, gates=False),
+    }
+
+
+def test_v2_workbook_prices_the_note_and_names_section_11(v2_runs) -> None:
+    """A "market" point's coupon is the formula =market_coupon; the curve, term premium, cap rate and the v2 tables
+    are labelled inputs; ltv is a sizing limit before funding_need and the KPI ltv is against lending value."""
+    from phase1lib.engine.evaluate import LIMITS_V2
+
+    rs = load_ruleset("v2")
+    wb = workbook(v2_runs["market"], 1)
+    for name in V2_NAMES:
+        assert name in wb.defined_names, name
+    coupon = named(wb, "senior_coupon")
+    assert coupon.value == "=market_coupon" and coupon.font.color.rgb.endswith("0B3FB0")
+    assert named(wb, "market_coupon").value == ("=ROUND(benchmark_rate+(underlying_spread+term_bps_per_year"
+                                                "*MAX(senior_tenor-term_above_years,0))/10000,10)")
+    assert named(wb, "coupon_offered").value == "=NOT(_xlfn.ISFORMULA(senior_coupon))"
+    assert named(wb, "ltv").value == "=senior_amount/lending_value"
+    assert named(wb, "lending_value").value == "=MIN(market_value,income_value)"
+    assert named(wb, "ltv_limit").value == "=max_ltv*lending_value"
+    assert named(wb, "limit_ltv").value == "=ltv_limit"
+    assert [c.value for c in column(wb, "senior_limit_names")] == list(LIMITS_V2)
+    assert [c.value for c in column(wb, "curve_tenors")] == [t for t, _ in rs.benchmark_curve("GBP")]
+    assert [c.value for c in column(wb, "curve_rates")] == [r for _, r in rs.benchmark_curve("GBP")]
+    assert [c.value for c in column(wb, "spread_bps")] == [rs.spread_bps(r) for r in RATINGS]
+    assert [c.value for c in column(wb, "tenant_max_ltv")] == [rs.max_ltv(t) for t in TENANT_RATINGS]
+    assert named(wb, "cap_rate").value == rs.cap_rate("UK")
+    assert (named(wb, "term_bps_per_year").value, named(wb, "term_above_years").value) == rs.term_premium
+    assert named(wb, "breakeven_cpi_max").value == rs.breakevens["cpi_max"]
+    assert named(wb, "breakeven_rent_cut").value == '=IF(be_has_service,1-MAX(sf_be_rent_need),"")'
+    checks = [c.value for c in column(wb, "gate_checks")]
+    assert checks[-1] == "pricing" and "wrap_underlying" in checks
+    for name in ("breakeven_rent_cut", "breakeven_opex_rise", "breakeven_cpi", "breakeven_cpi_capped",
+                 "market_coupon", "lending_value", "pricing_hint"):
+        assert is_formula(named(wb, name)), name
+    texts = {str(c.value) for row in wb["Term Sheet"].iter_rows() for c in row if c.value is not None}
+    assert {"Pricing and lending value (ruleset v2)", "Breakevens (min senior DSCR to 1.00x)", "Market coupon",
+            "Loan to lending value"} <= texts
+    found = formulas(wb)
+    assert not any("#REF" in f for f in found.values())
+    assert sum("_xlfn.ISFORMULA" in f for f in found.values()) == 1
+
+
+def test_v2_offered_coupon_and_overrides_are_inputs(v2_runs) -> None:
+    offered = workbook(v2_runs["offered"], 1)
+    coupon = named(offered, "senior_coupon")
+    assert coupon.value == 0.05 and not is_formula(coupon) and coupon.font.color.rgb.endswith("0B3FB0")
+    override = v2_runs["override"]
+    project = parse_project(override.meta["project"])
+    wb = workbook(override, 1)
+    assert [[c.value for c in column(wb, k)] for k in ("curve_tenors", "curve_rates")] == [
+        [t for t, _ in project.benchmark_curve], [r for _, r in project.benchmark_curve]]
+    assert named(wb, "cap_rate").value == 0.065
+
+
+def test_v2_json_carries_pricing_lending_value_and_breakevens(v2_runs) -> None:
+    """The JSON term sheet under v2: the structure keeps "market", the coupon used is the KPI, the pricing check
+    is the engine's (with its hint), the lending value is the engine's derived fields (section 11.4's worked check
+    for London), the breakevens are the engine's."""
+    for key, result in v2_runs.items():
+        entry = result.top_row(1)
+        k = entry["kpis"]
+        doc = termsheet.term_sheet_json(result, 1)
+        json.dumps(doc, allow_nan=False)
+        assert doc["structure"]["senior_coupon"] == entry["structure"]["senior_coupon"]
+        senior = doc["capital_structure"]["senior"]
+        assert senior["coupon"] == k["senior_coupon"] and senior["market_coupon"] == k["market_coupon"]
+        assert doc["pricing"]["coupon_used"] == k["senior_coupon"]
+        assert doc["pricing"]["market_coupon"] == k["market_coupon"]
+        failure = [f for f in k["gate_b"] if f["check"] == "pricing"]
+        assert doc["pricing"]["check"]["passed"] == (not failure)
+        assert doc["pricing"]["check"]["hint"] == (failure[0]["hint"] if failure else None)
+        assert doc["pricing"]["check"]["applies"] == (entry["structure"]["senior_coupon"] != "market")
+        derived = derive(parse_project(result.meta["project"]), load_ruleset("v2"))
+        for name in ("income_value", "lending_value", "ltv_limit", "cap_rate", "max_ltv"):
+            assert doc["lending_value"][name] == getattr(derived, name), (key, name)
+        assert doc["lending_value"]["ltv"] == k["ltv"]
+        for name in ("breakeven_rent_cut", "breakeven_opex_rise", "breakeven_cpi", "breakeven_cpi_capped"):
+            assert doc["breakevens"][name] == k[name], (key, name)
+        assert "ltv" in senior["sizing_limits"]
+    market = termsheet.term_sheet_json(v2_runs["market"], 1)
+    assert market["structure"]["senior_coupon"] == "market" and market["pricing"]["basis"] == "market"
+    assert market["pricing"]["market_coupon"] == pytest.approx(0.06, abs=1e-12)  # section 11.4
+    assert market["lending_value"]["income_value"] == pytest.approx(23_400_000 / 0.0575, rel=1e-12)
+    assert market["lending_value"]["ltv_limit"] == pytest.approx(0.70 * 23_400_000 / 0.0575, rel=1e-12)
+    offered = termsheet.term_sheet_json(v2_runs["offered"], 1)
+    assert offered["pricing"]["check"] == {"applies": True, "passed": False, "value": 0.05, "threshold": 0.06,
+                                           "hint": "raise senior_coupon to 0.0600"}
+    v1 = termsheet.term_sheet_json(run(load_project(ROOT / "examples" / "london_dc_alpha.json"),
+                                       {"senior_tenor": [20], "senior_coupon": [0.05], "senior_dscr": [1.35]},
+                                       gates=False), 1)
+    assert not {"pricing", "lending_value", "breakevens"} & set(v1)
+    assert "market_coupon" not in v1["capital_structure"]["senior"]
+
+
+def test_v2_exports_are_byte_identical_and_the_cli_writes_them(v2_runs, tmp_path, monkeypatch, capsys) -> None:
+    result = v2_runs["market"]
+    first = termsheet.to_xlsx_bytes(result, 1)
+    assert termsheet.to_xlsx_bytes(result, 1) == first
+    monkeypatch.delenv("PHASE1_REDIS_URL", raising=False)
+    monkeypatch.setenv("PHASE1_HOME", str(tmp_path))
+    save_run(result, tmp_path)
+    target = tmp_path / "v2.xlsx"
+    code, out, _ = cli(capsys, "export", result.run_id, "--rank", "1", "--output", str(target))
+    assert code == 0, out
+    assert target.read_bytes() == first
+
+
+def workbook_cpi_search(minima: np.ndarray, xs: np.ndarray, base: float, floor: float, step_bps: float,
+                        level: float, steps: int) -> int:
+    """The workbook's CPI search (termsheet/breakevens.py) on given grid minima: the split index s of
+    be_floor_index, Q(j) = P(j) and (j < s or P(s-1) and P(s)), bisection from (-1, J + 1) in ``steps`` rows.
+    Returns lo: the breakeven's grid index (-1: x_0 fails)."""
+    last = len(xs) - 1
+    s = max(0, min(last + 1, -math.floor(-round((floor - base) * 10000 / step_bps, 6))))
+    assert s == int(np.sum(xs < floor)), (s, base, floor)  # the formula counts the grid points below the floor
+    ok = minima >= level - 1e-9
+    floor_ok = (s == 0 or ok[s - 1]) and (s > last or ok[s])
+    lo, hi = -1, last + 1
+    for _ in range(steps):
+        if hi - lo > 1:
+            mid = (lo + hi) // 2
+            if ok[mid] and (mid < s or floor_ok):
+                lo = mid
+            else:
+                hi = mid
+    assert hi - lo <= 1
+    return lo
+
+
+def test_the_workbooks_cpi_search_finds_the_engines_breakeven() -> None:
+    """The bisection of the model (three evaluations per step, docs/termsheet.md) gives the engine's breakeven_cpi
+    (the last grid point up to which every point passes) over projects whose min DSCR is not monotone in CPI: base
+    CPI below, inside and above the collar, a collar of one point, hedged and unhedged years, no opex, a flat
+    basis; every profile, both modes, low and high DSCR targets, with wraps and IO."""
+    from phase1lib.engine.breakevens import breakevens, cpi_cash, cpi_grid
+    from phase1lib.engine.evaluate import evaluate_detail, make_context, table_from_points
+    from phase1lib.termsheet.breakevens import search_steps
+
+    rs = load_ruleset("v2")
+    london = load_project(ROOT / "examples" / "london_dc_alpha.json").to_dict()
+    points = [{"senior_tenor": t, "senior_coupon": "market", "senior_dscr": k, "senior_amort": a,
+               "indexation_mode": m, "zcis_tenor_years": h, "io_months": io, "wrap": w, "mezz_on": False,
+               "sidecar_haircut_pct": 0.15}
+              for t, a in ((20, "sculpted"), (15, "annuity"), (12, "level"), (10, "bullet"))
+              for k in (1.2, 1.45) for m in ("flat", "CPI_capped") for h in (0, 4, 12)
+              for io, w in ((0, False), (12, True))]
+    checked = non_monotone = 0
+    for base, floor, cap in ((-0.03, 0.0, 0.03), (0.0, 0.01, 0.04), (0.02, 0.01, 0.04), (0.05, 0.01, 0.04),
+                             (0.015, 0.02, 0.02), (0.005, 0.0, 0.05)):
+        for opex, basis in ((0.22, "CPI_capped"), (0.0, "CPI_capped"), (0.45, "CPI_capped"), (0.22, "flat")):
+            project = parse_project({**london, "base_cpi": base, "cpi_floor": floor, "cpi_cap": cap,
+                                     "zcis_rate": 0.02, "opex_pct": opex, "indexation_basis": basis})
+            ctx = make_context(project, rs)
+            table = table_from_points(points)
+            engine = breakevens(ctx, table)
+            out, det = evaluate_detail(ctx, table)
+            service = out["senior_amount"][:, None] * det.senior.u[det.cls]
+            served = (np.arange(1, project.n_periods + 1) <= det.senior.test_periods[det.cls][:, None]) & (service > 0)
+            xs = cpi_grid(ctx)
+            for row in range(len(points)):
+                if not served[row].any():
+                    continue
+                cash = cpi_cash(ctx, int(det.case[row]), xs)
+                minima = np.where(served[row], cash / np.where(served[row], service[row], 1.0), np.inf).min(axis=1)
+                passes = minima >= 1.0 - 1e-9
+                fails = np.flatnonzero(~passes)
+                non_monotone += bool(len(fails) and passes[fails[0]:].any())  # a naive bisection could miss it
+                lo = workbook_cpi_search(minima, xs, base, floor, float(rs.breakevens["cpi_step_bps"]),
+                                         float(rs.breakevens["dscr"]), search_steps_for(rs, search_steps))
+                expected = engine["breakeven_cpi"][row]
+                assert (lo < 0) == np.isnan(expected), (base, floor, cap, opex, basis, points[row])
+                if lo >= 0:
+                    assert xs[lo] == expected, (base, floor, cap, opex, basis, points[row], xs[lo], expected)
+                    assert (lo == len(xs) - 1) == bool(engine["breakeven_cpi_capped"][row])
+                checked += 1
+    assert checked > 2000 and non_monotone >= 10
+
+
+def search_steps_for(rs: Any, steps: Any) -> int:
+    """The workbook's number of bisection rows for a ruleset (as exported)."""
+    class _Src:
+        ruleset = rs
+    return steps(_Src())
 
 
 def test_rank_outside_top_n_and_a_foreign_ruleset(london) -> None:

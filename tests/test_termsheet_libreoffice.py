@@ -11,6 +11,7 @@ an error.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import math
@@ -32,7 +33,8 @@ from phase1lib.engine.cashflows import STRESS_NAMES
 from phase1lib.engine.runner import RunResult, run
 from phase1lib.engine.structure import parse_structure, structure_detail
 from phase1lib.presets import preset_ranges
-from phase1lib.project import load_project, parse_project
+from phase1lib.project import derive, load_project, parse_project
+from phase1lib.ruleset import load_ruleset
 
 SOFFICE = shutil.which("soffice")
 PDFTOPPM = shutil.which("pdftoppm")
@@ -82,29 +84,39 @@ COLUMNS = {"lender_rent_index": "lender_rent_index", "base_rent_index": "base_re
            "equity_flow": "equity_flow"}
 
 
+V2_BREAKEVENS = ("breakeven_rent_cut", "breakeven_opex_rise", "breakeven_cpi", "breakeven_cpi_capped")
+#: A benchmark curve override (section 11): the 8-year note lies between its points, the 20-year flex beyond them.
+CURVE = [[2, 0.031], [5, 0.0345], [10, 0.0455]]
+
 EXPORTS: dict[tuple[str, int], bytes] = {}
 
 
 class Case:
-    """One workbook: an export of (run, rank), optionally with named inputs changed, and the engine's answer."""
+    """One workbook: an export of (run, rank), optionally with named inputs changed, and the engine's answer (under
+    the ruleset the run applied)."""
 
     def __init__(self, name: str, result: RunResult, rank: int, flex: Mapping[str, Any] | None = None):
         self.name, self.result, self.rank, self.flex = name, result, rank, dict(flex or {})
+        self.ruleset = load_ruleset(result.meta["ruleset"]["version"])
+        assert self.ruleset.sha256 == result.meta["ruleset"]["sha256"]
         entry = result.top_row(rank)
         project = parse_project(result.meta["project"])
         point = dict(entry["structure"])
-        project_changes = {k: v for k, v in self.flex.items() if k in project.to_dict() and k not in point}
+        fields = {f.name for f in dataclasses.fields(project)}
+        project_changes = {k: v for k, v in self.flex.items() if k in fields and k not in point}
         point_changes = {k: v for k, v in self.flex.items() if k not in project_changes}
         self.project = parse_project({**project.to_dict(), **project_changes}) if project_changes else project
         closing = dt.date.fromisoformat(result.meta["closing_date"])
+        rs = self.ruleset
         if self.flex:
-            self.point = parse_structure({**point, **point_changes}, self.project)
-            evaluated = evaluate_structure(self.project, self.point, closing_date=closing)
+            self.point = parse_structure({**point, **point_changes}, self.project, rs)
+            evaluated = evaluate_structure(self.project, self.point, rs, closing_date=closing)
             self.kpis, self.rows = evaluated["kpis"], evaluated["schedule"]
         else:
             self.point, self.kpis = point, entry["kpis"]
-            self.rows = schedule(self.project, point, closing_date=closing)
-        self.detail = structure_detail(self.project, self.point)
+            self.rows = schedule(self.project, point, rs, closing_date=closing)
+        self.detail = structure_detail(self.project, self.point, rs)
+        self.derived = derive(self.project, rs)
 
     def workbook_bytes(self) -> bytes:
         key = (self.result.run_id, self.rank)
@@ -131,8 +143,11 @@ def column(wb: openpyxl.Workbook, name: str) -> list[Any]:
     return [row[0].value for row in wb[sheet.strip("'")][ref.replace("$", "")]]
 
 
-def engine_outputs(k: Mapping[str, Any]) -> dict[str, Any]:
-    """Every named output of the model from the engine's KPIs (independently of the package's own mapping)."""
+def engine_outputs(case: Case) -> dict[str, Any]:
+    """Every named output of the model from the engine's KPIs (independently of the package's own mapping); under
+    ruleset v2 also the coupon used, the market coupon, the pricing check and its hint, the lending value and the
+    ltv limit (the engine's derived fields) and the breakevens."""
+    k = case.kpis
     out = {name: k[name] for name in ("senior_amount", "binding_constraint", "senior_rate", "senior_rating",
                                       "mezz_amount", "mezz_rate", "dsra_amount", "sidecar_gross", "sidecar_net",
                                       "day_one_value", "equity_required", "min_dscr", "avg_dscr", "llcr", "wal_years",
@@ -143,6 +158,14 @@ def engine_outputs(k: Mapping[str, Any]) -> dict[str, Any]:
         out[f"stress_total_{s}"] = (k["stress_total"] or {}).get(s)
     out["gate_a_failures"] = ", ".join(f["check"] for f in k["gate_a"]) or "passed"
     out["gate_b_failures"] = ", ".join(f["check"] for f in k["gate_b"]) or "passed"
+    if case.ruleset.priced:
+        for name in ("senior_coupon", "market_coupon", *V2_BREAKEVENS):
+            out[name] = k[name]
+        pricing = [f for f in k["gate_b"] if f["check"] == "pricing"]
+        out["pricing_failed"] = bool(pricing)
+        out["pricing_hint"] = pricing[0]["hint"] if pricing else None
+        for name in ("income_value", "lending_value", "ltv_limit"):
+            out[name] = getattr(case.derived, name)
     return out
 
 
@@ -182,6 +205,16 @@ def cases() -> dict[str, Case]:
     cheap = run(parse_project({**london.to_dict(), "capex_cost_per_mw": 1_000_000, "capex_market_per_mw": None}),
                 {"senior_tenor": [20], "senior_coupon": [0.04], "senior_dscr": [1.2], "indexation_mode": ["flat"],
                  "zcis_tenor_years": [20], "sidecar_haircut_pct": [0.0]}, gates=False)  # equity < 0: no IRR
+    v2 = load_ruleset("v2")
+    market = run(load_project(ROOT / "examples" / "frankfurt_dc_beta.json"), preset_ranges("market_1920"), ruleset=v2)
+    london_market = run(london, {"senior_tenor": [20], "senior_dscr": [1.35]}, ruleset=v2, gates=False)
+    offered = run(london, {"senior_tenor": [20], "senior_coupon": [0.05], "senior_dscr": [1.35]}, ruleset=v2,
+                  gates=False)  # below the 0.0600 market coupon: pricing fails
+    high_cap = run(parse_project({**london.to_dict(), "cap_rate": 0.12}),
+                   {"senior_tenor": [20], "senior_dscr": [1.35], "senior_amort": ["annuity"]}, ruleset=v2, gates=False)
+    curve = run(parse_project({**ashburn.meta["project"], "benchmark_curve": CURVE}),
+                {"senior_tenor": [8], "senior_dscr": [1.3], "senior_amort": ["bullet"], "mezz_on": [True],
+                 "mezz_dscr": [1.1], "mezz_amort": ["level"]}, ruleset=v2, gates=False)
     out = [
         Case("london-rank1", current, 1), Case("frankfurt-mezz-wrap", frankfurt, 1),
         Case("ashburn-semiannual-bullet", ashburn, 1), Case("osaka-monthly-level-io", osaka, 1),
@@ -201,6 +234,21 @@ def cases() -> dict[str, Case]:
         Case("flex-mezz-on-wrap", current, 1, {"mezz_on": True, "wrap": True}),  # the project's mezz defaults
         Case("flex-tenant-rating", current, 1, {"tenant_rating": "A", "senior_dscr": 1.3}),  # another tenant row
         Case("flex-io-covers-the-note", current, 1, {"senior_tenor": 10, "io_months": 120}),  # D12: no senior debt
+        # ruleset v2 (METHODOLOGY section 11): as exported
+        Case("v2-frankfurt-market-rank1", market, 1), Case("v2-london-offered-fails-pricing", offered, 1),
+        Case("v2-cap-rate-ltv-binds", high_cap, 1), Case("v2-curve-override", curve, 1),
+        # ruleset v2, flexed: a market point re-prices; the cap rate moves the ltv limit
+        Case("v2-flex-dscr-tenor", market, 1, {"senior_dscr": 1.35, "senior_tenor": 12}),
+        Case("v2-flex-cap-rate", london_market, 1, {"cap_rate": 0.09}),
+        Case("v2-flex-offered-coupon", market, 1, {"senior_coupon": 0.045}),
+        Case("v2-flex-curve-tenor-beyond", curve, 1, {"senior_tenor": 12}),
+        Case("v2-flex-cpi-below-floor", london_market, 1, {"base_cpi": 0.0, "zcis_rate": 0.02}),
+        Case("v2-flex-no-opex-capped", london_market, 1, {"opex_pct": 0.0, "zcis_tenor_years": 0}),
+        Case("v2-flex-no-senior-debt", london_market, 1, {"senior_tenor": 10, "io_months": 120}),  # blank breakevens
+        # the min DSCR dips below 1.00x under the CPI floor and recovers inside the collar: the first failure counts
+        Case("v2-flex-cpi-dip-below-floor", london_market, 1, {"base_cpi": -0.03, "cpi_floor": 0.0, "cpi_cap": 0.03,
+                                                               "zcis_rate": 0.02, "opex_pct": 0.45,
+                                                               "senior_dscr": 1.2}),
     ]
     return {c.name: c for c in out}
 
@@ -247,7 +295,7 @@ def test_named_outputs_equal_the_engine(cases, recalculated) -> None:
     for name, case in cases.items():
         values = recalculated[name][1]
         errors = []
-        for output, expected in engine_outputs(case.kpis).items():
+        for output, expected in engine_outputs(case).items():
             err = close(cell(values, output).value, expected)
             errors.append(err)
             if err > REL:
@@ -273,6 +321,32 @@ def test_flexed_inputs_move_the_debt(cases) -> None:
         assert any(s[0] == profile for s in covered), profile
     assert any(s[1] for s in covered) and any(s[2] for s in covered) and any(s[3] for s in covered)
     assert any(s[4] for s in covered)
+
+
+def test_v2_cases_exercise_what_they_name(cases) -> None:
+    """Ruleset v2: the ltv limit binds where named, an offered coupon below market fails pricing, a market point
+    re-prices when its DSCR target and tenor move, the curve override prices the note, the CPI grid starts below the
+    floor, and a structure without opex has a capped CPI breakeven and no opex breakeven."""
+    k = {name: c.kpis for name, c in cases.items()}
+    for name in ("v2-frankfurt-market-rank1", "v2-cap-rate-ltv-binds", "v2-flex-cap-rate"):
+        assert k[name]["binding_constraint"] == "ltv", name
+    assert cases["v2-frankfurt-market-rank1"].point["senior_coupon"] == "market"
+    for name in ("v2-london-offered-fails-pricing", "v2-flex-offered-coupon"):
+        assert "pricing" in [f["check"] for f in k[name]["gate_b"]], name
+    base, flexed = k["v2-frankfurt-market-rank1"], k["v2-flex-dscr-tenor"]
+    assert flexed["market_coupon"] != base["market_coupon"] and flexed["senior_coupon"] == flexed["market_coupon"]
+    assert k["v2-london-offered-fails-pricing"]["market_coupon"] == pytest.approx(0.06, abs=1e-12)
+    curve = cases["v2-curve-override"]
+    assert curve.derived.benchmark_curve == tuple(tuple(map(float, p)) for p in CURVE)
+    assert k["v2-flex-curve-tenor-beyond"]["market_coupon"] != k["v2-curve-override"]["market_coupon"]
+    low = cases["v2-flex-cpi-below-floor"].project
+    assert low.base_cpi < low.cpi_floor
+    assert k["v2-flex-no-opex-capped"]["breakeven_cpi_capped"] is True
+    assert k["v2-flex-no-opex-capped"]["breakeven_opex_rise"] is None
+    assert all(k["v2-flex-no-senior-debt"][name] is None for name in V2_BREAKEVENS)
+    dip = cases["v2-flex-cpi-dip-below-floor"]
+    assert dip.project.base_cpi < k["v2-flex-cpi-dip-below-floor"]["breakeven_cpi"] < dip.project.cpi_floor
+    assert sum(c.ruleset.priced for c in cases.values()) >= 10
 
 
 def test_period_columns_equal_the_schedule(cases, recalculated) -> None:
@@ -318,7 +392,8 @@ def test_no_formula_cell_is_an_error(recalculated) -> None:
 
 def test_sensitivity_table_equals_the_engine(cases, recalculated) -> None:
     """Each cell of the DSCR x coupon table is the engine's senior amount at that DSCR and coupon."""
-    for name in ("london-rank1", "frankfurt-mezz-wrap", "ashburn-semiannual-bullet", "osaka-monthly-level-io"):
+    for name in ("london-rank1", "frankfurt-mezz-wrap", "ashburn-semiannual-bullet", "osaka-monthly-level-io",
+                 "v2-frankfurt-market-rank1", "v2-london-offered-fails-pricing", "v2-cap-rate-ltv-binds"):
         case = cases[name]
         values = recalculated[name][1]
         dscrs, coupons = column(values, "sens_dscr"), None
@@ -326,7 +401,7 @@ def test_sensitivity_table_equals_the_engine(cases, recalculated) -> None:
         coupons = [c.value for c in values[sheet.strip("'")][ref.replace("$", "")][0]]
         points = [{**case.point, "senior_dscr": round(k, 10), "senior_coupon": round(c, 10)}
                   for k in dscrs for c in coupons]
-        engine = evaluate_points(case.project, points, seed=None)
+        engine = evaluate_points(case.project, points, case.ruleset, seed=None)
         got = column(values, "sens_amount")
         binding = column(values, "sens_binding")
         for i, evaluated in enumerate(engine):
@@ -352,7 +427,7 @@ def test_pdf_pages_fit(cases, tmp_path) -> None:
     """The London rank-1 and the Osaka exports print to PDF; the pages are kept in test-artifacts/ (and rendered
     to PNG when poppler is there) for a look."""
     sources = []
-    for name in ("london-rank1", "osaka-monthly-level-io"):
+    for name in ("london-rank1", "osaka-monthly-level-io", "v2-frankfurt-market-rank1"):
         path = tmp_path / f"{name}.xlsx"
         path.write_bytes(cases[name].workbook_bytes())
         sources.append(path)

@@ -5,12 +5,13 @@ as JSON.
 ``term_sheet_json(run, rank)`` is the content as a JSON-safe dict. In the workbook every engine number is a
 formula of named inputs (Assumptions): the indices, CFADS, the sizing limits and the senior amount, the
 schedule, the mezzanine, the DSRA, the KPIs, the equity IRR, the stress grid, the gates and the tier, so an
-analyst who changes the DSCR target, the coupon, the rent, opex or CPI sees the debt re-size (docs/termsheet.md).
-Only the Monte Carlo, the near-miss hint and the run's rank stay engine values, labelled so.
+analyst who changes the DSCR target, the coupon, the rent, opex or CPI sees the debt re-size (docs/termsheet.md);
+under ruleset v2 the market coupon re-prices, and the lending value, the ltv limit, the pricing check and the
+breakevens follow. Only the Monte Carlo, the near-miss hint and the run's rank stay engine values, labelled so.
 
 Modules: ``source`` (the data of one term sheet, from the engine), ``content`` (JSON and shared texts),
 ``styles`` and ``printing`` (look and print layout), ``formulas`` (period tables and label rows), one module
-per sheet, and ``xlsx`` (reproducible bytes).
+per sheet, ``pricing`` and ``breakevens`` (ruleset v2's items), and ``xlsx`` (reproducible bytes).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from openpyxl import Workbook
 from openpyxl.utils import get_column_letter
 
 from ..engine.runner import RunResult
-from ..errors import ConflictError
 from ..fsutil import atomic_write_bytes
 from ..ruleset import Ruleset
 from .assumptions import write_assumptions
@@ -48,11 +48,8 @@ def term_sheet_json(run: RunResult, rank: int, ruleset: Ruleset | None = None) -
 
 
 def build_workbook(src: Source) -> Workbook:
-    """The workbook of a term sheet (in memory). Ruleset v1 only: a priced (v2) run is refused, since its market
-    coupon, ltv limit and pricing check are not yet in the model."""
-    if src.ruleset.priced:
-        raise ConflictError(f"run {src.run.run_id} applied ruleset {src.ruleset.version}: the Excel model covers "
-                            f"ruleset v1 only (the JSON term sheet is available)")
+    """The workbook of a term sheet (in memory): under ruleset v2 also the market coupon, the lending value and
+    the ltv limit, the pricing check and the breakevens (METHODOLOGY section 11), as live formulas."""
     wb = Workbook()
     book = Book(wb=wb, fmt=number_formats(src.project.currency))
     sheets = {name: (wb.active if i == 0 else wb.create_sheet(name)) for i, name in enumerate(SHEETS)}

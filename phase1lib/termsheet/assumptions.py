@@ -28,9 +28,10 @@ from ..ranges import INDEXATION_MODES
 from ..ruleset import RATINGS
 from .content import DERIVED_INFO, STRUCTURE_INFO
 from .formulas import Line, Rows, grid
+from .pricing import write_v2_assumptions
 from .printing import page_setup, paginate
 from .source import Source
-from .styles import LEGEND, Book, Formula, title, widths
+from .styles import LEGEND, ROLE_FONTS, Book, Formula, title, widths
 
 ASSUMPTION_WIDTHS = (32, 26, 17, 16, 15, 15, 15)
 #: The methodology's comparison tolerance and noise rules (sections 5-8, D18, D25).
@@ -148,10 +149,21 @@ def _structure(rows: Rows, src: Source) -> None:
             note = "project default (the structure has no mezzanine)"
         if key == "senior_coupon":
             note = "ruleset v2: becomes the formula =market_coupon"
-        if isinstance(value, Formula):
+            if src.priced:
+                value, note = _coupon(src)
+        elif isinstance(value, Formula):
             note = "the senior tenor (project default); type a number to override"
-        rows.add(Line(label, value, unit_format(unit), key, role="input", unit=_unit_text(unit, src),
-                      note=note, options=OPTIONS.get(key)))
+        cell = rows.add(Line(label, value, unit_format(unit), key, role="input", unit=_unit_text(unit, src),
+                             note=note, options=OPTIONS.get(key)))
+        if key == "senior_coupon" and isinstance(value, Formula):
+            cell.font = ROLE_FONTS["input"][0]  # a formula the analyst may replace by an offered coupon
+
+
+def _coupon(src: Source) -> tuple[Any, str]:
+    """The senior_coupon input under ruleset v2: =market_coupon for a "market" point, else the offered number."""
+    if src.market:
+        return Formula("=market_coupon"), "market (Sizing); type a number to offer a coupon (pricing check)"
+    return src.point["senior_coupon"], "offered: the pricing check applies; type =market_coupon for market"
 
 
 def _unit_text(unit: str, src: Source) -> str:
@@ -172,7 +184,11 @@ def _project(rows: Rows, src: Source) -> None:
                           note=f"project default of {key}: the structure input above applies"))
             continue
         if key in ("benchmark_curve", "cap_rate"):
-            rows.add(Line(label, str(value), None, None, role="fixed", note="ruleset v2 field: not used under v1"))
+            note = "ruleset v2 field: not used under v1"
+            if src.priced:
+                note = "the input is in the Ruleset v2 section below" if key == "cap_rate" else \
+                    "the curve table in the Ruleset v2 section below"
+            rows.add(Line(label, str(value), None, None, role="fixed", note=note))
             continue
         note = "" if spec["required"] or value != spec["default"] else "default"
         if value is None and key in ("gross_monthly_rent", "rent_per_kwh_month"):
@@ -209,6 +225,9 @@ def _derived(rows: Rows, src: Source) -> None:
             continue
         note = "tenant table below" if "tenant" in formula else ""
         rows.add(Line(label, Formula(formula), unit_format(unit), key, unit=_unit_text(unit, src), note=note))
+    if src.priced:
+        write_v2_assumptions(rows, src)
+        return
     rows.section("Ruleset v2 (METHODOLOGY section 11): not applied under v1")
     rows.note("Under ruleset v2 this section holds the inputs cap_rate and benchmark_rate (the benchmark curve at the "
               "senior tenor); senior_coupon becomes the formula =market_coupon, and the sizing limits on the Sizing "

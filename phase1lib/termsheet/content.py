@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from ..jsonsafe import finite_or_none
+from ..pricing import benchmark_rate
 from ..project import Project
 from ..ruleset import Ruleset
 from .source import Source
@@ -87,7 +88,7 @@ def build_json(src: Source) -> dict[str, Any]:
     repo, gates, Monte Carlo, schedule, stress grid and assumptions (no NaN or infinity)."""
     k, p, d, pt = src.kpis, src.project, src.derived, src.point
     threshold = float(src.ruleset.gates["stress_min_dscr"])
-    return {
+    doc = {
         "format": "phase1-term-sheet", "format_version": FORMAT_VERSION,
         "header": _json_header(src),
         "structure": dict(pt),
@@ -117,6 +118,54 @@ def build_json(src: Source) -> dict[str, Any]:
         "assumptions": {"project": p.to_dict(), "derived": d.to_dict(), "structure": dict(pt),
                         "ruleset": _json_ruleset(src)},
     }
+    if src.priced:  # ruleset v2 (METHODOLOGY section 11): pricing, lending value, breakevens
+        doc["capital_structure"]["senior"]["market_coupon"] = k["market_coupon"]
+        doc.update(pricing=_json_pricing(src), lending_value=_json_lending(src), breakevens=_json_breakevens(src))
+    return doc
+
+
+def pricing_failure(src: Source) -> dict[str, Any] | None:
+    """The engine's failure record of the ``pricing`` check (ruleset v2), None when it passed or did not run."""
+    return next((f for f in src.kpis["gate_b"] if f["check"] == "pricing"), None)
+
+
+def _json_pricing(src: Source) -> dict[str, Any]:
+    """Section 11.1: the market coupon from the benchmark, the spread and the term premium; the coupon used; the
+    pricing check of an offered coupon (the engine's record, with its hint)."""
+    k, pt, rs, d = src.kpis, src.point, src.ruleset, src.derived
+    tenor = float(pt["senior_tenor"])
+    bps_per_year, above = rs.term_premium
+    failure = pricing_failure(src)
+    offered = not src.market
+    return {"senior_coupon": pt["senior_coupon"], "coupon_used": k["senior_coupon"],
+            "market_coupon": k["market_coupon"], "basis": "offered" if offered else "market",
+            "tenor_years": int(pt["senior_tenor"]),
+            "benchmark_rate": benchmark_rate(d.benchmark_curve or (), tenor),
+            "benchmark_curve": [list(point) for point in d.benchmark_curve or ()],
+            "curve_source": "project" if src.project.benchmark_curve is not None else "ruleset",
+            "underlying_rating": src.underlying_rating, "spread_bps": rs.spread_bps(src.underlying_rating),
+            "term_premium_bps": bps_per_year * max(tenor - above, 0.0),
+            "check": {"applies": offered, "passed": failure is None,
+                      "value": pt["senior_coupon"] if offered else None, "threshold": k["market_coupon"],
+                      "hint": failure["hint"] if failure else None}}
+
+
+def _json_lending(src: Source) -> dict[str, Any]:
+    """Section 11.2: lending value = min(market value, NOI / cap rate), the ltv limit, the ltv against it."""
+    d, k = src.derived, src.kpis
+    return {"market_value": d.market_value, "noi_annual": d.noi_annual, "cap_rate": d.cap_rate,
+            "cap_rate_source": "project" if src.project.cap_rate is not None else "ruleset",
+            "income_value": d.income_value, "lending_value": d.lending_value, "max_ltv": d.max_ltv,
+            "ltv_limit": d.ltv_limit, "ltv": k["ltv"], "ltv_limit_binds": k["binding_constraint"] == "ltv"}
+
+
+def _json_breakevens(src: Source) -> dict[str, Any]:
+    """Section 11.3: the engine's breakevens of the structure and the grid they were searched on."""
+    k, rules = src.kpis, src.ruleset.breakevens
+    return {**{name: k.get(name) for name in ("breakeven_rent_cut", "breakeven_opex_rise", "breakeven_cpi",
+                                              "breakeven_cpi_capped")},
+            "dscr": float(rules["dscr"]), "cpi_step_bps": float(rules["cpi_step_bps"]),
+            "cpi_max": float(rules["cpi_max"])}
 
 
 def _json_header(src: Source) -> dict[str, Any]:
@@ -191,7 +240,12 @@ def _json_monte_carlo(src: Source) -> dict[str, Any]:
 
 def _json_ruleset(src: Source) -> dict[str, Any]:
     rs, p = src.ruleset, src.project
-    return {"version": rs.version, "sha256": rs.sha256, "tenant": {p.tenant_rating: rs.tenant(p.tenant_rating)},
-            "rating_ladder": {p.country: rs.ladder(p.country)}, "spread_bps": rs.data["spread_bps"],
-            "repo_rule": rs.repo_rule(p.country, src.bullet), "stress_scenarios": rs.stress_scenarios,
-            "gates": rs.gates, "monte_carlo": rs.monte_carlo}
+    out = {"version": rs.version, "sha256": rs.sha256, "tenant": {p.tenant_rating: rs.tenant(p.tenant_rating)},
+           "rating_ladder": {p.country: rs.ladder(p.country)}, "spread_bps": rs.data["spread_bps"],
+           "repo_rule": rs.repo_rule(p.country, src.bullet), "stress_scenarios": rs.stress_scenarios,
+           "gates": rs.gates, "monte_carlo": rs.monte_carlo}
+    if rs.priced:
+        out.update(benchmark_curve={p.currency: rs.data["benchmark_curves"][p.currency]},
+                   term_premium=rs.data["term_premium"], cap_rate={p.country: rs.cap_rate(p.country)},
+                   max_ltv={p.tenant_rating: rs.max_ltv(p.tenant_rating)}, breakevens=rs.breakevens)
+    return out

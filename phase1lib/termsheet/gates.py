@@ -21,8 +21,9 @@ KIND_TEXT = {MIN: "min", MAX: "max", POSITIVE: "positive", RATING: "rating"}
 HAS_DEBT, HAS_MEZZ = "senior_amount>0", "mezz_amount>0"
 
 
-def check_formulas() -> dict[str, tuple[str, str, str]]:
-    """(value, threshold, applies) of each check of ruleset v1, as formula text."""
+def check_formulas(priced: bool = False) -> dict[str, tuple[str, str, str]]:
+    """(value, threshold, applies) of each check, as formula text: ruleset v1's, and under v2 ``pricing`` (an
+    offered coupon at or above the market coupon, section 11.1)."""
     out = {
         "tenor": ("senior_tenor", "tenor_cap", "TRUE"),
         "io_months": ("io_months", "(MIN(senior_tenor,lease_years)*periods_per_year-1)*12/periods_per_year", "TRUE"),
@@ -39,6 +40,8 @@ def check_formulas() -> dict[str, tuple[str, str, str]]:
     for s in STRESS_NAMES:
         out[f"stress_{s}"] = (f"stress_{s}", "stress_min_dscr", HAS_DEBT)
         out[f"stress_total_{s}"] = (f"stress_total_{s}", "stress_min_dscr", HAS_MEZZ)
+    if priced:
+        out["pricing"] = ("senior_coupon", "market_coupon", "coupon_offered")
     return out
 
 
@@ -58,7 +61,7 @@ def write_gates(book: Book, ws: Worksheet, src: Source) -> None:
     head = 4
     header_row(book, ws, head, 1, ["Check", "Gate", "Kind", "Value", "Threshold", "Applies", "Fails",
                                    "Near-miss check", "Within 5 %"])
-    formulas = check_formulas()
+    formulas = check_formulas(src.priced)
     checks = [c for c in CHECKS if c in formulas]  # v1: pricing is ruleset v2's
     first = head + 1
     for i, check in enumerate(checks):
@@ -74,7 +77,11 @@ def write_gates(book: Book, ws: Worksheet, src: Source) -> None:
         book.put(ws, r, 7, F(_failed(kind, r)))
         book.put(ws, r, 8, check in NEAR_MISS_CHECKS, role="fixed")
         close = (f"D{r}>=(1-near_miss_band)*E{r}" if kind == MIN else f"D{r}<=(1+near_miss_band)*E{r}")
+        if check == "pricing":  # a near miss only when the market coupon is positive (section 11.1)
+            close = f"AND({close},E{r}>0)"
         book.put(ws, r, 9, F(f"=IF(AND(H{r},G{r}),{close},FALSE)"))
+        if check == "pricing":
+            book.name("pricing_failed", ws, f"G{r}")
         for c in range(1, 10):
             ws.cell(row=r, column=c).border = Border(bottom=THIN)
     last = first + len(checks) - 1
@@ -100,6 +107,11 @@ def write_gates(book: Book, ws: Worksheet, src: Source) -> None:
         Line("Senior rating", F('=IF(senior_amount>0,INDEX(ratings,senior_rating_notch+1),"")'), None,
              "senior_rating", key=True),
     ])
+    if src.priced:
+        rows.add(Line("Pricing hint (offered coupon below market)",
+                      F('=IF(pricing_failed,"raise senior_coupon to "&FIXED(-INT(-ROUND(market_coupon*10000,6))'
+                        '/10000,4,TRUE),"")'), None, "pricing_hint", wide=True,
+                      note="the market coupon up to a whole bp (D38)"))
     _repo(rows, src)
     rows.lines([
         Line("Tier",

@@ -12,6 +12,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from ..engine.cashflows import STRESS_NAMES
 from ..engine.irr import MAX_ITER
+from ..project import Derived
 from .formulas import Line, PeriodTable, Rows
 from .printing import page_setup, paginate
 from .sizing import KV_WIDTHS
@@ -35,14 +36,35 @@ OUTPUTS: tuple[tuple[str, str | None], ...] = (
 )
 
 
-def engine_outputs(kpis: dict[str, Any]) -> dict[str, Any]:
-    """The engine's value of every named output (None where the methodology says null)."""
-    out = {name: kpis.get(name) for name, _ in OUTPUTS}
+#: Ruleset v2's named outputs (METHODOLOGY section 11): pricing, lending value, breakevens.
+V2_OUTPUTS: tuple[tuple[str, str | None], ...] = (
+    ("senior_coupon", "pct4"), ("market_coupon", "pct4"), ("pricing_failed", None), ("pricing_hint", None),
+    ("income_value", "money"), ("lending_value", "money"), ("ltv_limit", "money"), ("breakeven_rent_cut", "pct4"),
+    ("breakeven_opex_rise", "pct4"), ("breakeven_cpi", "pct4"), ("breakeven_cpi_capped", None),
+)
+
+
+def outputs(priced: bool) -> tuple[tuple[str, str | None], ...]:
+    """The named outputs of a workbook: v1's, and under ruleset v2 also section 11's."""
+    return OUTPUTS + V2_OUTPUTS if priced else OUTPUTS
+
+
+def engine_outputs(kpis: dict[str, Any], derived: Derived | None = None) -> dict[str, Any]:
+    """The engine's value of every named output (None where the methodology says null); under ruleset v2 (KPIs
+    with market_coupon) also the pricing check, its hint, the breakevens and, given ``derived``, lending value."""
+    priced = "market_coupon" in kpis
+    out = {name: kpis.get(name) for name, _ in outputs(priced)}
     for s in STRESS_NAMES:
         out[f"stress_{s}"] = kpis["stress"][s]
         out[f"stress_total_{s}"] = (kpis["stress_total"] or {}).get(s)
     for gate in ("gate_a", "gate_b"):
         out[f"{gate}_failures"] = ", ".join(f["check"] for f in kpis[gate]) or "passed"
+    if priced:
+        pricing = next((f for f in kpis["gate_b"] if f["check"] == "pricing"), None)
+        out["pricing_failed"] = pricing is not None
+        out["pricing_hint"] = pricing["hint"] if pricing else None
+        for name in ("income_value", "lending_value", "ltv_limit"):
+            out[name] = getattr(derived, name) if derived is not None else None
     return out
 
 
@@ -82,7 +104,9 @@ def write_outputs(book: Book, ws: Worksheet, src: Source, cash: PeriodTable) -> 
         Line("Weighted average life", F('=IF(senior_amount>0,SUMPRODUCT(cf_period,cf_senior_principal)'
                                         '/periods_per_year/senior_amount,"")'), "years", "wal_years"),
         Line("Total senior interest", F("=SUM(cf_senior_interest)"), "money", "total_interest"),
-        Line("Loan to value", F("=senior_amount/market_value"), "pct", "ltv"),
+        Line("Loan to value", F("=senior_amount/lending_value"), "pct", "ltv", note="against the lending value "
+             "(ruleset v2, section 11.2)") if src.priced else Line("Loan to value", F("=senior_amount/market_value"),
+                                                                    "pct", "ltv"),
         Line("Advance factor", F("=senior_amount/funding_need"), "pct", "advance_factor"),
         Line("Weighted average cost of debt",
              F('=IF(total_debt>0,(senior_amount*senior_rate+mezz_amount*IF(mezz_on,mezz_coupon,0))/total_debt,"")'),
@@ -171,14 +195,16 @@ def _check(rows: Rows, src: Source) -> None:
     rows.row += 1
     header_row(book, ws, rows.row, 1, ["Output", "Workbook name", "Model (live)", "Engine", "Relative difference"], 18)
     rows.row += 1
-    engine = engine_outputs(src.kpis)
-    for name, fmt in OUTPUTS:
+    engine = engine_outputs(src.kpis, src.derived)
+    for name, fmt in outputs(src.priced):
         r = rows.row
         label = name.replace("_", " ")
         book.put(ws, r, 1, label)
         book.put(ws, r, 2, name)
-        book.put(ws, r, 3, F(f"={name}"), fmt)
-        book.put(ws, r, 4, engine[name], fmt, role="engine", align=Alignment(horizontal="right"))
+        live = book.put(ws, r, 3, F(f"={name}"), fmt)
+        shown = book.put(ws, r, 4, engine[name], fmt, role="engine", align=Alignment(horizontal="right"))
+        if name == "pricing_hint":  # a sentence in a number column
+            live.alignment = shown.alignment = Alignment(horizontal="right", shrink_to_fit=True)
         book.put(ws, r, 5, F(f'=IF(AND(ISNUMBER(C{r}),ISNUMBER(D{r})),ABS(C{r}-D{r})/MAX(ABS(D{r}),1E-300),'
                              f'IF(C{r}&""=D{r}&"","same","differs"))'), "diff")
         rule_below(ws, r, 1, 5)

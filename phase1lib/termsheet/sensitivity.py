@@ -11,6 +11,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
 from ..engine.cashflows import STRESS_NAMES
+from .breakevens import write_breakevens
 from .content import stress_description
 from .printing import page_setup, paginate
 from .source import Source
@@ -36,25 +37,36 @@ FAIL_FONT = Font(name="Arial", size=10, bold=True, color="C62828")
 PASS_FONT = Font(name="Arial", size=10, bold=True, color="2E7D32")
 
 
+def sens_widths(priced: bool) -> tuple[float, ...]:
+    """Column widths; ruleset v2 adds the ltv limit's column to the two-way table."""
+    return (*SENS_WIDTHS[:-2], 12, *SENS_WIDTHS[-2:]) if priced else SENS_WIDTHS
+
+
 def write_sensitivity(book: Book, ws: Worksheet, src: Source) -> None:
-    widths(ws, SENS_WIDTHS)
+    cols = sens_widths(src.priced)
+    widths(ws, cols)
     title(book, ws, f"Sensitivity — {src.project.title} — rank {src.rank}",
-          "Stress grid and a two-way table of the senior amount, all live. " + LEGEND, len(SENS_WIDTHS))
+          "Stress grid " + ("and breakevens, " if src.priced else "") + "and a two-way table of the senior amount, "
+          "all live. " + LEGEND, len(cols))
     headings: list[int] = []
     row = _stress_grid(book, ws, src, 4, headings)
+    keep: list[tuple[int, int]] = []
+    if src.priced:
+        row, keep = write_breakevens(book, ws, src, row + 1, headings, len(cols))
     row = _monte_carlo(book, ws, src, row + 1, headings)
     two_way = row + 1
     row = _two_way(book, ws, src, two_way, headings)
-    ws.conditional_formatting.add(f"A1:M{row}", CellIsRule(operator="equal", formula=['"Fail"'], font=FAIL_FONT))
-    ws.conditional_formatting.add(f"A1:M{row}", CellIsRule(operator="equal", formula=['"Pass"'], font=PASS_FONT))
+    last = get_column_letter(len(cols))
+    ws.conditional_formatting.add(f"A1:{last}{row}", CellIsRule(operator="equal", formula=['"Fail"'], font=FAIL_FONT))
+    ws.conditional_formatting.add(f"A1:{last}{row}", CellIsRule(operator="equal", formula=['"Pass"'], font=PASS_FONT))
     page_setup(ws, src.footer())
     table = two_way + AXIS + 5  # the long table's header: the matrix and the table each print on one page
-    paginate(ws, SENS_WIDTHS, row, headings, [(two_way, table - 1), (table, row)])
+    paginate(ws, cols, row, headings, [*keep, (two_way, table - 1), (table, row)])
 
 
 def _stress_grid(book: Book, ws: Worksheet, src: Source, row: int, headings: list[int]) -> int:
     section(book, ws, row, "Stress grid (METHODOLOGY section 8): minimum DSCR over the senior test periods",
-            len(SENS_WIDTHS))
+            len(sens_widths(src.priced)))
     headings.append(row)
     head = row + 1
     header_row(book, ws, head, 1, ["Scenario", "Description", "", "", "Senior\nDSCR", "Threshold", "Headroom",
@@ -76,7 +88,7 @@ def _stress_grid(book: Book, ws: Worksheet, src: Source, row: int, headings: lis
                               "mezz service and is blank without a mezz tranche. Pass: DSCR >= 1.00x - 1e-9.",
                     align=Alignment(horizontal="left", shrink_to_fit=True))
     note.font = FONT_NOTE
-    ws.merge_cells(start_row=r, start_column=1, end_row=r, end_column=len(SENS_WIDTHS))
+    ws.merge_cells(start_row=r, start_column=1, end_row=r, end_column=len(sens_widths(src.priced)))
     return r + 1
 
 
@@ -91,7 +103,7 @@ def _cells(book: Book, ws: Worksheet, r: int, col: int, formula: str, name: str)
 
 def _monte_carlo(book: Book, ws: Worksheet, src: Source, row: int, headings: list[int]) -> int:
     k, mc = src.kpis, src.ruleset.monte_carlo
-    section(book, ws, row, "Monte Carlo CPI stress (engine result, not recalculated)", len(SENS_WIDTHS))
+    section(book, ws, row, "Monte Carlo CPI stress (engine result, not recalculated)", len(sens_widths(src.priced)))
     headings.append(row)
     items = [
         ("Paths / seed", f"{int(mc['paths']):,} / {src.run.meta['seed']}", None),
@@ -113,8 +125,9 @@ def _monte_carlo(book: Book, ws: Worksheet, src: Source, row: int, headings: lis
 
 def _two_way(book: Book, ws: Worksheet, src: Source, row: int, headings: list[int]) -> int:
     """The senior amount at each (DSCR, coupon): a matrix over a long table that sizes each pair."""
-    section(book, ws, row, "Senior amount over the sizing DSCR x the coupon (same profile, IO, tenor, wrap)",
-            len(SENS_WIDTHS))
+    e = 1 if src.priced else 0  # ruleset v2: the ltv limit's column before funding_need
+    width = len(SENS_WIDTHS) + e
+    section(book, ws, row, "Senior amount over the sizing DSCR x the coupon (same profile, IO, tenor, wrap)", width)
     headings.append(row)
     r = row + 1
     book.put(ws, r, 1, "DSCR step")
@@ -139,8 +152,9 @@ def _two_way(book: Book, ws: Worksheet, src: Source, row: int, headings: list[in
     book.name("sens_matrix", ws, f"B{r + 1}:{get_column_letter(1 + AXIS)}{r + AXIS}")
     r += AXIS + 2
     header_row(book, ws, r, 1, ["Case", "DSCR", "Coupon", "Underlying notch", "All-in rate", "Capacity at 1.00x",
-                                "dscr", "io_cover", "Refinancing\ntail", "Advance\nfactor", "Funding\nneed",
-                                "Senior amount", "Binding"])
+                                "dscr", "io_cover", "Refinancing\ntail", "Advance\nfactor",
+                                *(["LTV\nlimit"] if e else []), "Funding\nneed", "Senior amount", "Binding"])
+    limits = f"G{{q}}:{get_column_letter(11 + e)}{{q}}"
     first = r + 1
     for i in range(AXIS):
         for j in range(AXIS):
@@ -159,21 +173,27 @@ def _two_way(book: Book, ws: Worksheet, src: Source, row: int, headings: list[in
             book.put(ws, q, 9, F(f"=IF(is_bullet,SUMPRODUCT(sz_window*sz_cfads_pos*(1+(E{q}+refinancing_spread)"
                                  f'/periods_per_year)^-(sz_period-note_periods))/B{q},"n/a")'), "money_m")
             book.put(ws, q, 10, F("=af_max*funding_need"), "money_m")
-            book.put(ws, q, 11, F("=funding_need"), "money_m")
-            book.put(ws, q, 12, F(f"=MAX(MIN(G{q}:K{q}),0)"), "money_m", bold=True)
-            book.put(ws, q, 13, F(f"=INDEX(senior_limit_names,MATCH(MIN(G{q}:K{q}),G{q}:K{q},0))"))
-            for c in range(1, 14):
+            if e:
+                book.put(ws, q, 11, F("=ltv_limit"), "money_m")
+            book.put(ws, q, 11 + e, F("=funding_need"), "money_m")
+            span = limits.format(q=q)
+            book.put(ws, q, 12 + e, F(f"=MAX(MIN({span}),0)"), "money_m", bold=True)
+            book.put(ws, q, 13 + e, F(f"=INDEX(senior_limit_names,MATCH(MIN({span}),{span},0))"))
+            for c in range(1, 14 + e):
                 ws.cell(row=q, column=c).border = Border(bottom=THIN)
     last = first + AXIS * AXIS - 1
-    book.name("sens_amount", ws, f"L{first}:L{last}")
-    book.name("sens_binding", ws, f"M{first}:M{last}")
+    amount, binding = get_column_letter(12 + e), get_column_letter(13 + e)
+    book.name("sens_amount", ws, f"{amount}{first}:{amount}{last}")
+    book.name("sens_binding", ws, f"{binding}{first}:{binding}{last}")
+    tail = ("Under ruleset v2 every coupon of the table is offered (the middle one is the structure's own: for a "
+            "market point its market coupon) and the ltv limit is the column before funding_need." if e else
+            "A ruleset v2 ltv limit would be one more column before funding_need.")
     note = book.put(ws, last + 1, 1, "Each case re-sizes the senior notes at its own DSCR and coupon (the wrap's "
                                      "underlying notch and all-in rate move with them), with the cash flows, profile, "
-                                     "IO and tenor of the structure. A ruleset v2 ltv limit would be one more column "
-                                     "before funding_need.",
+                                     "IO and tenor of the structure. " + tail,
                     align=Alignment(horizontal="left", vertical="top", wrap_text=True))
     note.font = FONT_NOTE
-    ws.merge_cells(start_row=last + 1, start_column=1, end_row=last + 1, end_column=len(SENS_WIDTHS))
+    ws.merge_cells(start_row=last + 1, start_column=1, end_row=last + 1, end_column=width)
     ws.row_dimensions[last + 1].height = 27
     return last + 1
 

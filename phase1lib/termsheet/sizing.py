@@ -18,6 +18,7 @@ from dataclasses import replace
 from openpyxl.worksheet.worksheet import Worksheet
 
 from .formulas import Column, Line, PeriodTable, Rows, period_title, write_period_table
+from .pricing import market_lines
 from .printing import block_breaks, page_setup, paginate, print_in_blocks
 from .source import Source
 from .styles import LEGEND, Book, Formula, money_width, title, widths
@@ -55,7 +56,8 @@ def write_sizing(book: Book, ws: Worksheet, src: Source) -> None:
         Line("DSRA window w", F("=ROUNDUP(dsra_months*periods_per_year/12,0)"),
              "int", "dsra_window", note="ceil(dsra_months x ppy / 12)"),
     ])
-    rows.section("Rating and all-in rate (wrap: section 5)")
+    rows.section("Rating, market coupon (section 11.1) and all-in rate (wrap: section 5)" if src.priced else
+                 "Rating and all-in rate (wrap: section 5)")
     rows.lines([
         Line("Ladder notch of the sizing DSCR",
              F("=SUMPRODUCT(--(senior_dscr<ladder_dscr-tolerance))"), "int", "ladder_notch", note="0 = AAA"),
@@ -66,6 +68,7 @@ def write_sizing(book: Book, ws: Worksheet, src: Source) -> None:
         Line("Spread of the underlying rating", F("=INDEX(spread_bps,underlying_notch+1)"), "bps",
              "underlying_spread"),
         Line("AAA spread", F("=INDEX(spread_bps,1)"), "bps", "aaa_spread"),
+        *(market_lines() if src.priced else []),
         Line("All-in rate R",
              F("=IF(wrap,ROUND(senior_coupon-(underlying_spread-aaa_spread)/10000+wrap_premium_bps/10000,10),"
                "senior_coupon)"), "pct4", "senior_rate", key=True,
@@ -100,7 +103,7 @@ def write_sizing(book: Book, ws: Worksheet, src: Source) -> None:
         Line("Interest cover in the IO periods",
              F('=IF(COUNT(sz_io_cover)=0,"n/a",MIN(sz_io_cover))'), "money", "io_capacity", note="lowest CFADS+ / r"),
     ])
-    _limits(rows)
+    _limits(rows, src.priced)
     _mezz(rows)
     page_setup(ws, src.footer())
     paginate(ws, KV_WIDTHS, rows.row - 1, rows.headings, rows.blocks)
@@ -116,12 +119,19 @@ LIMIT_ROWS = (
     ("advance_factor", "Advance factor cap (af_max x funding need)", "=af_max*funding_need"),
     ("funding_need", "Funding need", "=funding_need"),
 )
+#: Ruleset v2's limit (section 11.2), placed before funding_need in the order that names ties.
+LTV_ROW = ("ltv", "LTV limit (max_ltv x lending value, v2)", "=ltv_limit")
 
 
-def _limits(rows: Rows) -> None:
+def limit_rows(priced: bool) -> tuple[tuple[str, str, str], ...]:
+    """The sizing limits in the order that names ties (D13); under v2 with ``ltv`` before funding_need (D40)."""
+    return (*LIMIT_ROWS[:-1], LTV_ROW, LIMIT_ROWS[-1]) if priced else LIMIT_ROWS
+
+
+def _limits(rows: Rows, priced: bool) -> None:
     rows.section("Senior sizing limits, in the order that names ties (D13; n/a: does not apply, D11)")
     first = rows.row
-    for key, label, formula in LIMIT_ROWS:
+    for key, label, formula in limit_rows(priced):
         rows.add(Line(label, F(formula), "money", f"limit_{key}", unit=key))
     last = rows.row - 1
     rows.book.name("senior_limits", rows.ws, f"C{first}:C{last}")

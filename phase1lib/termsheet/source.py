@@ -13,6 +13,7 @@ from ..engine import schedule
 from ..engine.runner import RunResult
 from ..engine.structure import structure_detail
 from ..errors import ConflictError
+from ..pricing import MARKET
 from ..project import Derived, Project, derive, parse_project
 from ..ruleset import Ruleset, available_versions, load_ruleset
 
@@ -80,6 +81,16 @@ class Source:
     @property
     def underlying_rating(self) -> str:
         return str(self.detail["underlying_rating"])
+
+    @property
+    def priced(self) -> bool:
+        """Ruleset v2 (METHODOLOGY section 11): market coupons, lending value and the ltv limit, breakevens."""
+        return self.ruleset.priced
+
+    @property
+    def market(self) -> bool:
+        """The structure asks for the market coupon (its senior_coupon is the text "market", v2)."""
+        return self.point["senior_coupon"] == MARKET
 
     @property
     def residual(self) -> float:

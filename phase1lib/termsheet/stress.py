@@ -10,6 +10,7 @@ from dataclasses import replace
 from openpyxl.worksheet.worksheet import Worksheet
 
 from ..engine.cashflows import STRESS_NAMES
+from .breakevens import breakeven_columns
 from .formulas import Column, PeriodTable, period_title, write_period_table
 from .printing import block_breaks, page_setup, print_in_blocks
 from .source import Source
@@ -38,6 +39,8 @@ def stress_columns(src: Source) -> list[Column]:
                    f"=IF(AND({{period}}<=MAX(test_periods,mezz_periods),{{senior_service}}+{{mezz_service}}>0),"
                    f'{{cash_{name}}}/({{senior_service}}+{{mezz_service}}),"")'),
         ]
+    if src.priced:  # ruleset v2: the per-period ratios of the breakevens (section 11.3)
+        cols += breakeven_columns()
     big = max(max(abs(r["base_cfads"]), abs(r["senior_service"]), abs(r["mezz_service"])) for r in rows)
     return [replace(c, width=money_width(src.project.currency, big, c.width)) if c.fmt == "money_whole" else c
             for c in cols]

@@ -107,10 +107,14 @@ def write_term_sheet(book: Book, ws: Worksheet, src: Source, cash: PeriodTable) 
         ws.cell(row=2, column=col).border = Border(bottom=MEDIUM)
     left = Panel(book, ws, 2, 1, 4)
     right = Panel(book, ws, 2, 6, 3, merge_single=True)
-    _capital_structure(left)
+    _capital_structure(left, src.priced)
     _day_one(left)
     _repo_gates(left, src)
+    if src.priced:
+        _breakevens(left)
     _transaction(right, src)
+    if src.priced:
+        _pricing(right, src)
     _sidecar_dsra(right)
     _fees(right)
     _wrap(right)
@@ -135,7 +139,7 @@ def _one_page_scale(ws: Worksheet, last_row: int) -> None:
                                         0.97 * A4_LANDSCAPE_HEIGHT_PX / height))
 
 
-def _capital_structure(panel: Panel) -> None:
+def _capital_structure(panel: Panel, priced: bool = False) -> None:
     panel.heading("Capital structure")
     for i, text in enumerate(("Tranche", "Senior notes", "Mezzanine", "Total")):
         cell = panel.book.put(panel.ws, panel.row, panel.col + i, text, align=ALIGN_HEADER if i else ALIGN_LEFT)
@@ -150,7 +154,11 @@ def _capital_structure(panel: Panel) -> None:
                v(F(f'=IF(mezz_on,"unrated",{dash})')), NONE)
     panel.line("All-in rate (WACD for the total)", v(F("=senior_rate"), "pct"),
                v(F(f"=IF(mezz_on,mezz_coupon,{dash})"), "pct"), v(F(f'=IF(wacd="",{dash},wacd)'), "pct"))
-    panel.line("Coupon (before any wrap)", v(F("=senior_coupon"), "pct"), NONE, NONE)
+    if priced:  # ruleset v2: the coupon used beside the market coupon (section 11.1)
+        panel.line("Coupon used (before any wrap)", v(F("=senior_coupon"), "pct"), NONE, NONE)
+        panel.line("Market coupon", v(F("=market_coupon"), "pct"), NONE, NONE)
+    else:
+        panel.line("Coupon (before any wrap)", v(F("=senior_coupon"), "pct"), NONE, NONE)
     panel.line("Tenor", v(F("=senior_tenor"), "tenor"), v(F(f"=IF(mezz_on,mezz_tenor,{dash})"), "tenor"), NONE)
     panel.line("Amortisation", v(F('=IF(is_bullet,"bullet, refinanced",senior_amort)')),
                v(F(f"=IF(mezz_on,mezz_amort,{dash})")), NONE)
@@ -163,7 +171,7 @@ def _capital_structure(panel: Panel) -> None:
                v(F(f'=IF(min_combined_dscr="",{dash},min_combined_dscr)'), "ratio"), NONE)
     panel.line("Average DSCR", v(F(f'=IF(avg_dscr="",{dash},avg_dscr)'), "ratio"), NONE, NONE)
     panel.line("LLCR", v(F(f'=IF(llcr="",{dash},llcr)'), "ratio"), NONE, NONE)
-    panel.line("Loan to value", v(F("=ltv"), "pct"), NONE, NONE)
+    panel.line("Loan to lending value" if priced else "Loan to value", v(F("=ltv"), "pct"), NONE, NONE)
     panel.line("Binding sizing limit", v(F("=binding_constraint")), NONE, NONE)
     panel.line("Final maturity", v(F("=INDEX(cf_date,note_periods)"), "date"),
                v(F(f"=IF(mezz_on,INDEX(cf_date,mezz_periods),{dash})"), "date"), NONE)
@@ -238,6 +246,32 @@ def _transaction(panel: Panel, src: Source) -> None:
     panel.line("Ruleset / engine", v(f"{m['ruleset']['version']} ({m['ruleset']['sha256'][:12]}) / "
                                      f"{m['engine_version']}", role="fixed"))
     panel.line("Run timestamp", v(created, "datetime", "fixed"))
+
+
+def _pricing(panel: Panel, src: Source) -> None:
+    """Ruleset v2 (sections 11.1, 11.2): the market coupon against the coupon used, and the lending value."""
+    curve = "project curve" if src.project.benchmark_curve is not None else f"{src.project.currency} curve"
+    panel.heading("Pricing and lending value (ruleset v2)")
+    panel.line("Benchmark at the tenor", v(F("=benchmark_rate"), "pct4"), v(curve))
+    panel.line("Underlying spread / term premium", v(F("=underlying_spread"), "bps"), v(F("=term_premium_bps"), "bps"))
+    panel.line("Market coupon (underlying: rating)", v(F("=market_coupon"), "pct4"), v(F("=underlying_rating")),
+               key=True)
+    panel.line("Coupon used", v(F("=senior_coupon"), "pct4"), v(F('=IF(coupon_offered,"offered","market")')))
+    panel.line("Pricing check", v(F('=IF(coupon_offered,IF(pricing_failed,"fails: "&pricing_hint,'
+                                    '"passes: at or above market"),"n/a: priced at market")')), wide=True)
+    panel.line("Market value / income value", v(F("=market_value"), "money"), v(F("=income_value"), "money"))
+    panel.line("Cap rate / lending value", v(F("=cap_rate"), "pct"), v(F("=lending_value"), "money"), key=True)
+    panel.line("Max LTV / LTV limit", v(F("=max_ltv"), "pct"), v(F("=ltv_limit"), "money"))
+
+
+def _breakevens(panel: Panel) -> None:
+    """Ruleset v2 (section 11.3): where the min senior DSCR falls to 1.00x (base case, live on Sensitivity)."""
+    dash = '"—"'
+    panel.heading("Breakevens (min senior DSCR to 1.00x)")
+    panel.line("Rent cut from day one", v(F(f'=IF(breakeven_rent_cut="",{dash},breakeven_rent_cut)'), "pct"))
+    panel.line("Opex rise", v(F(f'=IF(breakeven_opex_rise="",{dash},breakeven_opex_rise)'), "pct"))
+    panel.line("CPI at every anniversary", v(F(f'=IF(breakeven_cpi="",{dash},breakeven_cpi)'), "pct"),
+               v(F('=IF(breakeven_cpi_capped=TRUE,"(at least: grid end)","")')))
 
 
 def _sidecar_dsra(panel: Panel) -> None:
