@@ -38,7 +38,7 @@ def test_inputs_show_what_will_run_and_the_seed_default(tmp_path: Path) -> None:
 
 def test_progress_is_fed_by_the_engine_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("phase1lib.engine.runner.CHUNK_ELEMENTS", 20_000)  # the 1,024-row minimum chunk
-    monkeypatch.setattr("phase1lib.ui.run.PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr("phase1lib.ui.background.PROGRESS_EVERY_S", 0.0)
     dash = ready(tmp_path, "phase2_10k")
     texts: list[str] = []
     dash.progress_text.observe(lambda ch: texts.append(text(ch["new"])), names="value")
@@ -53,7 +53,7 @@ def test_cancel_stops_the_run_and_saves_nothing(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr("phase1lib.engine.runner.CHUNK_ELEMENTS", 20_000)
     dash = ready(tmp_path, "phase2_10k")
     first_chunk = threading.Event()
-    original = dash._on_progress
+    original = dash.task.on_progress
 
     def progress(done: int, total: int) -> None:
         original(done, total)
@@ -61,7 +61,7 @@ def test_cancel_stops_the_run_and_saves_nothing(tmp_path: Path, monkeypatch: pyt
             first_chunk.set()
             dash.cancel()  # as the analyst's click would, while the engine is mid-run
 
-    dash._on_progress = progress  # type: ignore[method-assign]
+    dash.task.on_progress = progress  # type: ignore[method-assign]
     assert dash.start()
     assert first_chunk.wait(60)
     assert dash.wait(120)

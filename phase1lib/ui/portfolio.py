@@ -5,8 +5,6 @@ server's PHASE1_DASK_SCHEDULER names one); progress across projects, the summary
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 import ipywidgets as widgets
@@ -18,13 +16,12 @@ from ..portfolio import Portfolio, PortfolioResult, parse_portfolio, scheduler_a
 from ..presets import preset_names, preset_ruleset
 from ..project import validate_project
 from ..samples import project_samples
+from .background import BackgroundTask
 from .components import Notice, grid_table, heading
 from .context import AppContext
 from .format import esc, money, number, tier_badge
 from .permutations import pinned_ruleset, ruleset_options
 
-#: Seconds between two progress-bar updates (the last one always shows).
-PROGRESS_EVERY_S = 0.1
 WORKSPACE = "workspace"
 
 
@@ -78,14 +75,9 @@ class PortfolioSection:
         self.seed = widgets.IntText(value=DEFAULT_SEED, description="Seed", layout=widgets.Layout(width="200px"))
         self.topn = widgets.BoundedIntText(value=DEFAULT_TOPN, min=1, max=1000, description="Top-N",
                                            layout=widgets.Layout(width="160px"))
-        self.run_button = widgets.Button(description="Run portfolio", button_style="primary", icon="play",
-                                         layout=widgets.Layout(width="150px"))
-        self.cancel_button = widgets.Button(description="Cancel", button_style="warning", icon="stop", disabled=True,
-                                            layout=widgets.Layout(width="110px"))
-        self.run_button.on_click(lambda _b: self.start())
-        self.cancel_button.on_click(lambda _b: self.cancel())
-        self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, layout=widgets.Layout(width="420px"))
-        self.progress_text = widgets.HTML('<span class="p1-muted">Not started</span>')
+        self.task = BackgroundTask("Run portfolio", self.start, width="150px")
+        self.run_button, self.cancel_button = self.task.run_button, self.task.cancel_button
+        self.progress, self.progress_text = self.task.progress, self.task.progress_text
         self.where = widgets.HTML()
         self.notice = Notice()
         self.summary = widgets.HTML()
@@ -96,9 +88,6 @@ class PortfolioSection:
         self.link = widgets.HTML()
         self.result: PortfolioResult | None = None
         self.error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
-        self._last = 0.0
         self.widget = widgets.VBox([
             heading("Portfolio"), self.projects,
             widgets.HBox([self.preset, self.seed, self.topn, self.run_button, self.cancel_button],
@@ -131,7 +120,7 @@ class PortfolioSection:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.task.running
 
     def start(self) -> bool:
         """Start the portfolio on a background thread; False (with a message) when it cannot start."""
@@ -145,60 +134,40 @@ class PortfolioSection:
         except Exception as error:  # shown to the analyst
             self.notice.failure("build the portfolio", error)
             return False
-        self.result, self.error, self._cancel = None, None, threading.Event()
-        self.progress.value, self.progress.bar_style = 0.0, "info"
-        self.progress_text.value = '<span class="p1-muted">Starting…</span>'
+        self.result, self.error = None, None
         self.summary.value, self.link.value = "", ""
         self.notice.info(f"Running {len(self.projects.value)} projects…")
-        self.run_button.disabled, self.cancel_button.disabled = True, False
-        self._thread = threading.Thread(target=self._work, args=(portfolio,), name="phase1-ui-portfolio",
-                                        daemon=True)
-        self._thread.start()
+        self.task.launch(self._work, portfolio, name="phase1-ui-portfolio")
         return True
 
     def cancel(self) -> None:
-        if self.running:
-            self._cancel.set()
-            self.cancel_button.disabled = True
+        self.task.cancel()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the current portfolio ends (tests, notebooks); True when it has ended."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return not self.running
-
-    def _on_progress(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self._last < PROGRESS_EVERY_S:
-            return
-        self._last = now
-        share = done / total if total else 1.0
-        self.progress.value = share
-        self.progress_text.value = f"{done:,} / {total:,} permutations ({share:.0%})"
+        return self.task.wait(timeout)
 
     def _work(self, portfolio: Portfolio) -> None:
         try:
             result = service.execute_portfolio(self.ctx.store, portfolio, workers=self.workers,
-                                               progress=self._on_progress, cancel=self._cancel, home=self.ctx.home,
+                                               progress=self.task.on_progress, cancel=self.task.cancel_event,
+                                               home=self.ctx.home,
                                                actor=self.ctx.user)
         except RunCancelled:
-            self.progress.bar_style = "warning"
+            self.task.stopped("warning")
             self.notice.warn("Portfolio cancelled; the runs finished before it are stored.")
         except Exception as error:  # shown to the analyst; the thread must not die silently
             self.error = error
-            self.progress.bar_style = "danger"
+            self.task.stopped("danger")
             self.notice.failure("run the portfolio", error)
         else:
             self.show(result)
-        finally:
-            self.run_button.disabled, self.cancel_button.disabled = False, True
 
     def show(self, result: PortfolioResult) -> None:
         """The summary table and the runs to open."""
         self.result = result
-        self.progress.value, self.progress.bar_style = 1.0, "success"
         totals = result.summary["totals"]
-        self.progress_text.value = f"{totals['evaluated']:,} permutations (100%)"
+        self.task.finished(f"{totals['evaluated']:,} permutations (100%)")
         self.summary.value = summary_table(result)
         self.runs.options = [(f"{r.meta['project']['title']} · {r.run_id}", r.run_id) for r in result.runs]
         self.open_button.disabled = not result.runs

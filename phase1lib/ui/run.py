@@ -7,7 +7,6 @@ so the page stays responsive; widget updates from that thread go to the browser 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -20,14 +19,12 @@ from ..engine.runner import DEFAULT_SEED, DEFAULT_TOPN, default_workers
 from ..errors import Phase1Error
 from ..project import Project, validate_project
 from ..ranges import parse_ranges
+from .background import BackgroundTask
 from .components import BadRecords, Notice, heading, kv_table, page
 from .context import AppContext
 from .format import TIER_ORDER, esc, number, seconds, tier_badge, timestamp
 from .permutations import pinned_ruleset
 from .portfolio import PortfolioSection
-
-#: Seconds between two progress-bar updates (the last one always shows).
-PROGRESS_EVERY_S = 0.1
 
 
 def tier_counts_html(counts: Mapping[str, int]) -> str:
@@ -52,15 +49,9 @@ class RunDashboard:
         self.seed = widgets.IntText(value=DEFAULT_SEED, description="Seed", layout=widgets.Layout(width="200px"))
         self.topn = widgets.BoundedIntText(value=DEFAULT_TOPN, min=1, max=1000, description="Top-N",
                                            layout=widgets.Layout(width="160px"))
-        self.run_button = widgets.Button(description="Run", button_style="primary", icon="play",
-                                         layout=widgets.Layout(width="110px"))
-        self.cancel_button = widgets.Button(description="Cancel", button_style="warning", icon="stop",
-                                            disabled=True, layout=widgets.Layout(width="110px"))
-        self.run_button.on_click(lambda _b: self.start())
-        self.cancel_button.on_click(lambda _b: self.cancel())
-        self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="",
-                                              layout=widgets.Layout(width="420px"))
-        self.progress_text = widgets.HTML('<span class="p1-muted">Not started</span>')
+        self.task = BackgroundTask("Run", self.start)
+        self.run_button, self.cancel_button = self.task.run_button, self.task.cancel_button
+        self.progress, self.progress_text = self.task.progress, self.task.progress_text
         self.inputs = widgets.HTML()
         self.notice = Notice()
         self.summary = widgets.HTML()
@@ -74,9 +65,6 @@ class RunDashboard:
         self.refresh_button.on_click(lambda _b: self.refresh())
         self.result: RunResult | None = None
         self.error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
-        self._last_progress = 0.0
         self.portfolio = PortfolioSection(ctx, workers=self.workers)  # its own section (phase1lib.ui.portfolio)
         self.widget = self._layout()
         self.show_inputs()
@@ -130,7 +118,7 @@ class RunDashboard:
     # ---- running ---------------------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.task.running
 
     def start(self) -> bool:
         """Start the run on a background thread; False (with a message) when it cannot start."""
@@ -142,63 +130,42 @@ class RunDashboard:
             self.notice.error("Cannot run yet: " + "; ".join(problems) + ".")
             return False
         self.result, self.error = None, None
-        self._cancel = threading.Event()
-        self.progress.value, self.progress.bar_style = 0.0, "info"
-        self.progress_text.value = '<span class="p1-muted">Starting…</span>'
         self.notice.info(f"Running {project.title}…")
         self.summary.value = ""
-        self.run_button.disabled, self.cancel_button.disabled = True, False
-        args = (project, ranges, int(self.seed.value), int(self.topn.value), sample)
-        self._thread = threading.Thread(target=self._work, args=args, name="phase1-ui-run", daemon=True)
-        self._thread.start()
+        self.task.launch(self._work, project, ranges, int(self.seed.value), int(self.topn.value), sample,
+                         name="phase1-ui-run")
         return True
 
     def cancel(self) -> None:
         """Ask the engine to stop at the next chunk."""
-        if self.running:
-            self._cancel.set()
-            self.cancel_button.disabled = True
-            self.progress_text.value = '<span class="p1-muted">Cancelling…</span>'
+        self.task.cancel()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the current run ends (tests, notebooks); True when it has ended."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return not self.running
-
-    def _on_progress(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self._last_progress < PROGRESS_EVERY_S:
-            return
-        self._last_progress = now
-        share = done / total if total else 1.0
-        self.progress.value = share
-        self.progress_text.value = f"{done:,} / {total:,} permutations ({share:.0%})"
+        return self.task.wait(timeout)
 
     def _work(self, project: Project, ranges: dict[str, Any], seed: int, topn: int, sample: int | None) -> None:
         started = time.perf_counter()
         try:
             result = service.execute_run(self.ctx.store, project, ranges, seed=seed, topn=topn, sample=sample,
-                                         workers=self.workers, progress=self._on_progress, cancel=self._cancel,
+                                         workers=self.workers, progress=self.task.on_progress,
+                                         cancel=self.task.cancel_event,
                                          home=self.ctx.home, ruleset=pinned_ruleset(self.ctx), actor=self.ctx.user)
         except RunCancelled:
-            self.progress.bar_style = "warning"
+            self.task.stopped("warning")
             self.notice.warn(f"Run cancelled after {seconds(time.perf_counter() - started)}; nothing was saved.")
         except Exception as error:  # shown to the analyst; the thread must not die silently
             self.error = error
-            self.progress.bar_style = "danger"
+            self.task.stopped("danger")
             self.notice.failure("run", error)
         else:
             self.result = result
-            self.progress.value, self.progress.bar_style = 1.0, "success"
             n = result.meta["evaluated"]
-            self.progress_text.value = f"{n:,} / {n:,} permutations (100%)"
+            self.task.finished(f"{n:,} / {n:,} permutations (100%)")
             self.ctx.workspace.update(last_run_id=result.run_id, rank=1 if result.top else None)
             self.show_summary(result)
             self.notice.ok(f"Run {result.run_id} finished: open Securitisation for the Top-{len(result.top)}.")
             self.refresh_runs()
-        finally:
-            self.run_button.disabled, self.cancel_button.disabled = False, True
 
     # ---- results ---------------------------------------------------------------------------------------------
     def show_summary(self, result: RunResult) -> None:
