@@ -153,6 +153,11 @@ class Server:
         jar = self.workdir / f"{name}.jar" if name else None
         return Curl(self.url, jar, interface)
 
+    @property
+    def ops_headers(self) -> dict[str, str]:
+        """The operator's header (X-Admin-Token) for the ops routes."""
+        return {"X-Admin-Token": self.ops_token}
+
     def log_tail(self, n: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-n:]
 

@@ -84,10 +84,6 @@ def bob(server: Server):
     return server.login("bob")
 
 
-def ops_headers(server: Server) -> dict[str, str]:
-    return {"X-Admin-Token": server.ops_token}
-
-
 def assert_no_traceback(server: Server) -> None:
     log = server.log_path.read_bytes()
     assert b"Traceback" not in log and b"RecursionError" not in log, log[-3000:].decode(errors="replace")
@@ -221,13 +217,13 @@ def test_runs_delete_over_http_is_audited(server: Server):
     run_id = r.json()["run_id"]
     anon = server.curl()
     assert anon("/api/phase1/runs/delete", method="POST", json_body={"run_id": run_id}).status == 403
-    r = anon("/api/phase1/runs/delete", method="POST", headers=ops_headers(server),
+    r = anon("/api/phase1/runs/delete", method="POST", headers=server.ops_headers,
              json_body={"run_id": run_id, "reason": "test clean-up"})
     assert r.status == 200 and r.json() == {"run_id": run_id, "deleted": True, "files": True, "index_entry": True}
     assert not (server.home / "runs" / run_id).exists()
-    assert anon("/api/phase1/runs/delete", method="POST", headers=ops_headers(server),
+    assert anon("/api/phase1/runs/delete", method="POST", headers=server.ops_headers,
                 json_body={"run_id": run_id}).status == 404
-    assert anon("/api/phase1/runs/delete", method="POST", headers=ops_headers(server),
+    assert anon("/api/phase1/runs/delete", method="POST", headers=server.ops_headers,
                 json_body={"run_id": "../../etc"}).status == 400
     assert lee("/api/phase1/securitisation/top20").status == 404
     entries = json.loads(server.cli("ops", "audit", "--n", "5").stdout)["entries"]
@@ -355,7 +351,7 @@ def test_refused_inputs_do_not_count_as_failures(server: Server, bob):
     for _ in range(10):
         assert bob("/api/phase1/run", method="POST", json_body=bad).status == 400
     time.sleep(0.5)  # request metrics are written off the event loop
-    status = server.curl()("/api/phase1/status/full", headers=ops_headers(server)).json()
+    status = server.curl()("/api/phase1/status/full", headers=server.ops_headers).json()
     metrics = status["metrics"]
     assert metrics["failures"] == 0 and metrics["error_rate"] == 0 and metrics["refused"] >= 10, metrics
     checks = {c["name"]: c for c in status["checks"]}
@@ -438,7 +434,7 @@ def test_health_is_minimal_and_no_server_header(server: Server, bob):
     for response in (r, anon("/auth/login"), anon("/phase1/static/phase1.css"), anon("/api/phase1/nope"),
                      bob("/lab"), bob("/api/contents"), anon("/lab")):
         assert "server" not in response.headers, response.headers
-    status = anon("/api/phase1/status/full", headers=ops_headers(server)).json()
+    status = anon("/api/phase1/status/full", headers=server.ops_headers).json()
     assert status["health"]["store"]["reachable"] is True and status["server"]["kernels"]["max_per_user"] == 2
 
 

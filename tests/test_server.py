@@ -70,10 +70,6 @@ def bob(server: Server):
     return server.login("bob")
 
 
-def ops_headers(server: Server) -> dict[str, str]:
-    return {"X-Admin-Token": server.ops_token}
-
-
 def assert_error(r, status: int, kind: str | None = None) -> dict:
     assert r.status == status, (r.status, r.text)
     body = r.json()
@@ -264,7 +260,7 @@ def test_lockout_after_five_bad_passwords(server: Server):
 
 
 def test_ops_flow_over_http(server: Server, tmp_path: Path, bob):
-    anon, h = server.curl(), ops_headers(server)
+    anon, h = server.curl(), server.ops_headers
     status = anon("/api/phase1/status/full", headers=h)
     assert status.status == 200 and status.json()["decision"] in ("GO", "NO-GO")
     assert status.json()["metrics"]["requests"] > 0  # every request is measured
@@ -320,7 +316,7 @@ def test_ops_flow_over_http(server: Server, tmp_path: Path, bob):
 
 def test_the_canary_rolls_runs_out_to_v2_and_back(server: Server):
     """METHODOLOGY section 11: v2 reaches users through the canary; a request may name its ruleset."""
-    anon, h = server.curl(), ops_headers(server)
+    anon, h = server.curl(), server.ops_headers
     carol = server.login("carol")
     out = server.cli("ops", "ruleset", "register", "v2")
     assert out.returncode == 0, out.stderr
