@@ -17,7 +17,7 @@ from phase1lib.engine.evaluate import context_for_grid, evaluate, table_from_cod
 from phase1lib.engine.gates import CHECKS
 from phase1lib.engine.hints import LEVERS
 from phase1lib.presets import preset_ranges
-from phase1lib.ranges import parse_ranges
+from phase1lib.ranges import parse_ranges, permutation_ids
 from phase1lib.ruleset import load_ruleset
 
 LONDON = sample()
@@ -149,7 +149,11 @@ def test_hint_text_names_lever_and_value():
 
     ctx = ctx_for(LONDON, load_ruleset(), result.grid)
     for row in bronze.head(5).iter_rows(named=True):
-        hint = render_row(ctx, row)["kpis"]["hint"]
+        rendered = render_row(ctx, row)
+        # a stored frame has no id column: the rendered id is the grid's id of that index (section 3)
+        codes = result.grid.decode(np.array([row["permutation_index"]]))
+        assert rendered["permutation_id"] == permutation_ids(result.grid, codes)[0]
+        hint = rendered["kpis"]["hint"]
         verb, key, _, value = hint.split(" ")
         assert verb in ("raise", "lower", "shorten") and key in ("senior_dscr", "senior_tenor", "mezz_dscr")
         assert math.isfinite(float(value))
