@@ -137,6 +137,11 @@ class Notice(widgets.HTML):
         listed = "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>" if items else ""
         self.value = f'<div class="p1-notice p1-notice-{kind}">{esc(text)}{listed}</div>'
 
+    def markup(self, kind: str, html_text: str) -> None:
+        """Show already-escaped HTML (built with :func:`~phase1lib.ui.format.esc` by the caller)."""
+        self.kind = kind
+        self.value = f'<div class="p1-notice p1-notice-{kind}">{html_text}</div>'
+
     def ok(self, text: str, items: Sequence[str] = ()) -> None:
         self.show("ok", text, items)
 

@@ -3,12 +3,15 @@
 Every dashboard is one Voila notebook with its own kernel, so what one dashboard hands to the next
 (the validated project, the chosen ranges, the last run) lives in the shared store, keyed by user:
 the :class:`Workspace`. The identity comes from the server (``phase1 serve`` starts each kernel with
-the logged-in admin in its environment, see :data:`USER_ENVS`), so a dashboard never asks for credentials.
+the logged-in admin in its environment, see :data:`USER_ENVS`, or hands a pre-heated kernel its user, see
+:func:`session_user`), so a dashboard never asks for credentials.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +30,12 @@ NS_WORKSPACE = "ui_workspace"
 #: configured with ``http_header_envs``), then PHASE1_USER for a kernel started by hand.
 USER_ENVS = ("HTTP_X_PHASE1_USER", "PHASE1_USER")
 USER_ENV = "PHASE1_USER"
-WORKSPACE_KEYS = ("project", "ranges", "preset", "ruleset", "sample", "last_run_id", "rank")
+#: A pre-heated kernel's hand-off file (phase1lib.server.preheat): the server writes the session's user there
+#: when it hands the kernel to a request.
+HANDOFF_ENV = "PHASE1_HANDOFF"
+#: Seconds between two looks at the hand-off file while a pre-heated kernel waits for its user.
+HANDOFF_POLL_S = 0.01
+WORKSPACE_KEYS = ("project", "ranges", "preset", "ruleset", "sample", "last_run_id", "rank", "applied_hint", "compare")
 
 
 def repo_root() -> Path | None:
@@ -50,6 +58,37 @@ def examples_dir() -> Path | None:
     root = repo_root()
     folder = root / "examples" if root else None
     return folder if folder and folder.is_dir() else None
+
+
+def session_user(env: Mapping[str, str] | None = None, timeout_s: float | None = None) -> str | None:
+    """The logged-in user this kernel acts for.
+
+    A pre-heated kernel (``PHASE1_HANDOFF`` set, started before anyone logged in) waits here until the server
+    hands it to a request and writes that session's user to its hand-off file; nothing the dashboard shows is
+    built before. The name then becomes ``HTTP_X_PHASE1_USER`` of the kernel, as for a kernel started for a
+    request, and the hand-off is forgotten. Otherwise the first of :data:`USER_ENVS` that is set.
+    """
+    live = env is None
+    env = os.environ if env is None else env
+    handoff = (env.get(HANDOFF_ENV) or "").strip()
+    if handoff:
+        path = Path(handoff)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if not path.exists():  # tell the server this kernel is ready (it heats the next one)
+            Path(handoff + ".waiting").touch()
+        while not path.exists():
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            time.sleep(HANDOFF_POLL_S)
+        user = str(json.loads(path.read_text(encoding="utf-8")).get("user") or "").strip() or None
+        path.unlink(missing_ok=True)
+        if live:
+            os.environ.pop(HANDOFF_ENV, None)
+            os.environ.pop(USER_ENV, None)  # never the server's fallback: the session's user only
+            if user:
+                os.environ[USER_ENVS[0]] = user
+        return user
+    return next((value for name in USER_ENVS if (value := (env.get(name) or "").strip())), None)
 
 
 class Workspace:
@@ -92,10 +131,10 @@ class AppContext:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppContext:
         """The served context: the configured store, PHASE1_HOME and the kernel's user (:data:`USER_ENVS`)."""
+        user = session_user(env)  # a pre-heated kernel waits here for the request's user
         env = dict(os.environ if env is None else env)
         home = default_home(env)
         env["PHASE1_HOME"] = str(home)
-        user = next((value for name in USER_ENVS if (value := (env.get(name) or "").strip())), None)
         return cls(store=open_store(env), home=home, user=user)
 
     @property
