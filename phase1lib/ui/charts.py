@@ -43,6 +43,22 @@ def _margin(left: int = 64) -> dict[str, int]:
     return {"top": 36, "bottom": 46, "left": left, "right": 16}
 
 
+def legend_html(items: Sequence[tuple[str, str, str]]) -> str:
+    """A legend outside the plot (bqplot draws its own over the data): (label, colour, shape) per item, shape
+    one of "dot", "ring", "line", "dash", "box"."""
+    from .format import esc
+
+    parts = []
+    for label, colour, shape in items:
+        style = {"dot": f"background:{colour};border-radius:50%",
+                 "ring": f"border:2px solid {colour};border-radius:50%;width:8px;height:8px",
+                 "line": f"background:{colour};height:3px;width:16px", "dash": f"border-top:2px dashed {colour};"
+                 "height:0;width:16px", "box": f"background:{colour}"}[shape]
+        parts.append(f'<span class="p1-legend-item"><span class="p1-swatch" style="{style}"></span>'
+                     f"{esc(label)}</span>")
+    return f'<div class="p1-legend">{"".join(parts)}</div>'
+
+
 def decimate(x: np.ndarray, y: np.ndarray, rank: np.ndarray, x_range: tuple[float, float],
              y_range: tuple[float, float], cols: int = GRID_COLS, rows: int = GRID_ROWS) -> np.ndarray:
     """Indices of at most ``cols x rows`` points that show the cloud in the window: the points inside it are
@@ -84,31 +100,40 @@ class ValueScatter(widgets.VBox):
             self.marks[tier] = bq.Scatter(
                 x=[], y=[], scales={"x": self.xs, "y": self.ys}, colors=[TIER_COLOURS[tier]], stroke="white",
                 stroke_width=0.5 if not faint else 0.0, default_size=14 if faint else 30,
-                default_opacities=[0.45 if faint else 0.9], labels=[tier], display_legend=True,
+                default_opacities=[0.45 if faint else 0.9], labels=[tier],
                 tooltip=self.tip, interactions={"hover": "tooltip", "click": "select"})
         self.rings = bq.Scatter(x=[], y=[], scales={"x": self.xs, "y": self.ys}, fill=False, stroke=_NAVY,
                                 colors=[_NAVY], stroke_width=1.4, default_size=150, labels=["Top-N"],
-                                display_legend=True, tooltip=self.tip,
+                                tooltip=self.tip,
                                 interactions={"hover": "tooltip", "click": "select"})
         self.star = bq.Scatter(x=[], y=[], scales={"x": self.xs, "y": self.ys}, marker="diamond", colors=[_ORANGE],
-                               stroke="#333", stroke_width=0.8, default_size=170, labels=["Selected"],
-                               display_legend=True)
+                               stroke="#333", stroke_width=0.8, default_size=170, labels=["Selected"])
         order = [self.marks[t] for t in _LAYERS] + [self.rings] + [self.marks[t] for t in _OVER_RINGS] + [self.star]
         self.x_axis = bq.Axis(scale=self.xs, label="Min senior DSCR", tick_format=".2f", grid_lines="solid",
                               grid_color="#eef0f2")
         self.y_axis = bq.Axis(scale=self.ys, orientation="vertical", label="Day-one value", tick_format=",.0f",
                               label_offset="52px", grid_lines="solid", grid_color="#eef0f2")
         self.panzoom = bq.interacts.PanZoom(scales={"x": [self.xs], "y": [self.ys]})
-        self.figure = bq.Figure(marks=order, axes=[self.x_axis, self.y_axis], interaction=self.panzoom,
-                                fig_margin=_margin(72), legend_location="top-left", title="",
-                                legend_style={"fill": "white", "opacity": 0.85}, animation_duration=0,
-                                layout=widgets.Layout(width=width, height=height))
+        # bqplot puts an interaction's overlay above the marks: while panning and zooming, points take no hover or
+        # click. So two modes: "Select" (hover, click) and "Pan & zoom" (drag, wheel); the window stays.
+        self.figure = bq.Figure(marks=order, axes=[self.x_axis, self.y_axis], interaction=None,
+                                fig_margin=_margin(72), title="Day-one value vs min DSCR", animation_duration=0,
+                                display_toolbar=False, layout=widgets.Layout(width=width, height=height))
+        self.mode = widgets.ToggleButtons(options=["Select", "Pan & zoom"], value="Select",
+                                          tooltips=["hover a point for its terms, click it to open it",
+                                                    "drag to pan, wheel to zoom"],
+                                          style={"button_width": "96px"})
+        self.mode.observe(self._on_mode, names="value")
+        self.legend = widgets.HTML(legend_html(
+            [(t, TIER_COLOURS[t], "dot") for t in TIER_ORDER]
+            + [("Top-N", _NAVY, "ring"), ("Selected", _ORANGE, "box")]))
         self.caption = widgets.HTML()
         self.reset_button = widgets.Button(description="Reset zoom", icon="expand",
                                            layout=widgets.Layout(width="120px", height="26px"))
         self.reset_button.on_click(lambda _b: self.reset_view())
-        super().__init__([self.figure, widgets.HBox([self.reset_button, self.caption],
-                                                    layout=widgets.Layout(align_items="center"))])
+        super().__init__([self.legend, self.figure, widgets.HBox([self.mode, self.reset_button, self.caption],
+                                                                 layout=widgets.Layout(align_items="center",
+                                                                                       grid_gap="8px"))])
         self.add_class("p1-chart")
         self.data: dict[str, Any] = {}
         self.on_pick: Callable[[int], None] | None = None
@@ -197,10 +222,9 @@ class ValueScatter(widgets.VBox):
                          window={"x": xr, "y": yr})
         total = self.data.get("total", 0)
         note = (f" · one point per cell of a {GRID_COLS}×{GRID_ROWS} grid, best tier first; zoom in for more"
-                if len(shown) < inside else "")
-        self.caption.value = (f'<span class="p1-muted">{len(shown):,} of {inside:,} structures in view '
-                              f"({total:,} in the run){note} · drag to pan, wheel to zoom, click a point to open "
-                              "it</span>") if total else ""
+                if len(keep) < inside else "")
+        self.caption.value = (f'<span class="p1-muted">{len(keep):,} of the {inside:,} structures in view drawn '
+                              f"({total:,} in the run){note}</span>") if total else ""
 
     def _positions(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Positions in the arrays of the given permutation indices (those present)."""
@@ -212,6 +236,9 @@ class ValueScatter(widgets.VBox):
         found = np.clip(found, 0, len(order) - 1)
         ok = self._index[order][found] == wanted
         return order[found[ok]]
+
+    def _on_mode(self, change: dict[str, Any]) -> None:
+        self.figure.interaction = self.panzoom if change["new"] == "Pan & zoom" else None
 
     def _on_window(self, _change: dict[str, Any]) -> None:
         if not self._drawing and len(self._index):
@@ -265,34 +292,32 @@ class ScheduleCharts(widgets.HBox):
         self.t_scale = bq.LinearScale(min=0.0)
         self.dscr_scale, self.debt_scale = bq.LinearScale(), bq.LinearScale(min=0.0)
         sc = {"x": self.t_scale, "y": self.dscr_scale}
-        self.dscr_line = bq.Lines(x=[], y=[], scales=sc, colors=[_NAVY], stroke_width=2, labels=["DSCR (lender case)"],
-                                  display_legend=True)
-        self.target_line = bq.Lines(x=[], y=[], scales=sc, colors=[_ORANGE], line_style="dashed",
-                                    labels=["Sizing target"], display_legend=True)
-        self.floor_line = bq.Lines(x=[], y=[], scales=sc, colors=[_RED], line_style="dotted",
-                                   labels=["Tenant floor"], display_legend=True)
+        self.dscr_line = bq.Lines(x=[], y=[], scales=sc, colors=[_NAVY], stroke_width=2)
+        self.target_line = bq.Lines(x=[], y=[], scales=sc, colors=[_ORANGE], line_style="dashed")
+        self.floor_line = bq.Lines(x=[], y=[], scales=sc, colors=[_RED], line_style="dotted")
         self.one_line = bq.Lines(x=[], y=[], scales=sc, colors=[_GREY], stroke_width=1)
         self.dscr_fig = bq.Figure(
             marks=[self.one_line, self.floor_line, self.target_line, self.dscr_line],
             axes=[bq.Axis(scale=self.t_scale, label="Years from closing", tick_format=".0f"),
                   bq.Axis(scale=self.dscr_scale, orientation="vertical", tick_format=".2f", label="DSCR",
                           label_offset="44px")],
-            title="DSCR profile", fig_margin=_margin(60), legend_location="top-right", animation_duration=0,
+            title="DSCR profile", fig_margin=_margin(60), animation_duration=0,
             interaction=bq.interacts.PanZoom(scales={"x": [self.t_scale]}),
             layout=widgets.Layout(width=width, height=height))
         bc = {"x": self.t_scale, "y": self.debt_scale}
         self.balance = bq.Lines(x=[], y=[], scales=bc, colors=[_NAVY, _ORANGE], fill="bottom",
-                                fill_opacities=[0.85, 0.85], labels=["Senior", "Senior + mezzanine"],
-                                display_legend=True, stroke_width=1)
+                                fill_opacities=[0.85, 0.85], stroke_width=1)
         self.debt_axis = bq.Axis(scale=self.debt_scale, orientation="vertical", tick_format=",.0f",
                                  label="Outstanding", label_offset="52px")
         self.balance_fig = bq.Figure(
             marks=[self.balance], axes=[bq.Axis(scale=self.t_scale, label="Years from closing", tick_format=".0f"),
                                         self.debt_axis],
-            title="Debt balance", fig_margin=_margin(72), legend_location="top-right", animation_duration=0,
+            title="Debt balance", fig_margin=_margin(72), animation_duration=0,
             interaction=bq.interacts.PanZoom(scales={"x": [self.t_scale]}),
             layout=widgets.Layout(width=width, height=height))
-        super().__init__([self.dscr_fig, self.balance_fig])
+        self.dscr_legend, self.balance_legend = widgets.HTML(), widgets.HTML()
+        super().__init__([widgets.VBox([self.dscr_legend, self.dscr_fig]),
+                          widgets.VBox([self.balance_legend, self.balance_fig])])
         self.add_class("p1-chart")
         self.data: dict[str, Any] = {}
 
@@ -306,10 +331,10 @@ class ScheduleCharts(widgets.HBox):
             self.t_scale.min, self.t_scale.max = 0.0, end
             self.dscr_line.x, self.dscr_line.y = t, d
             self.target_line.x, self.target_line.y = span, np.array([target, target])
-            self.target_line.labels = [f"Sizing target {target:.2f}x"]
+            legend = [("DSCR (lender case)", _NAVY, "line"), (f"Sizing target {target:.2f}x", _ORANGE, "dash")]
             if floor is not None:
                 self.floor_line.x, self.floor_line.y = span, np.array([floor, floor])
-                self.floor_line.labels = [f"Tenant floor {floor:.2f}x"]
+                legend.append((f"Tenant floor {floor:.2f}x", _RED, "dash"))
             else:
                 self.floor_line.x, self.floor_line.y = [], []
             self.one_line.x, self.one_line.y = span, np.array([1.0, 1.0])
@@ -322,7 +347,9 @@ class ScheduleCharts(widgets.HBox):
                             + [r["mezz_opening"] - r["mezz_principal"] for r in schedule], dtype=float) / 1e6
             self.balance.x = tb
             self.balance.y = np.vstack([senior, senior + mezz]) if mezz.any() else np.vstack([senior])
-            self.balance.labels = ["Senior", "Senior + mezzanine"] if mezz.any() else ["Senior"]
+            self.dscr_legend.value = legend_html(legend)
+            self.balance_legend.value = legend_html([("Senior", _NAVY, "box")] + (
+                [("Mezzanine (on top)", _ORANGE, "box")] if mezz.any() else []))
             self.debt_axis.label = f"Outstanding ({symbol(currency).strip() or currency}m)"
         self.data = {"periods": len(rows), "min": float(d.min()) if len(d) else None,
                      "max": float(d.max()) if len(d) else None, "end_years": end,
@@ -347,13 +374,14 @@ class CapitalStack(widgets.VBox):
         self.bars = bq.Bars(x=["Sources", "Uses"], y=np.zeros((len(self.PARTS), 2)),
                             scales={"x": self.xs, "y": self.ys}, type="stacked",
                             colors=[c for _n, c in self.PARTS], labels=[n for n, _c in self.PARTS],
-                            display_legend=True, padding=0.35, stroke="white", tooltip=self.tip,
+                            padding=0.35, stroke="white", tooltip=self.tip,
                             interactions={"hover": "tooltip"})
         self.y_axis = bq.Axis(scale=self.ys, orientation="vertical", tick_format=",.0f", label_offset="52px")
         self.figure = bq.Figure(marks=[self.bars], axes=[bq.Axis(scale=self.xs), self.y_axis],
                                 title="Capital stack at closing", fig_margin=_margin(72), animation_duration=0,
-                                legend_location="top-right", layout=widgets.Layout(width=width, height=height))
-        super().__init__([self.figure])
+                                layout=widgets.Layout(width=width, height=height))
+        self.legend = widgets.HTML(layout=widgets.Layout(width=width))
+        super().__init__([self.legend, self.figure])
         self.add_class("p1-chart")
         self.data: dict[str, float] = {}
         self._currency = ""
@@ -368,8 +396,11 @@ class CapitalStack(widgets.VBox):
         y = np.array([[values[n] / 1e6 if n in sources else 0.0, 0.0 if n in sources else values[n] / 1e6]
                       for n, _c in self.PARTS])
         self.bars.y = y
+        self.ys.max = 1.04 * max(float(y[:, 0].sum()), float(y[:, 1].sum()), 1e-6)
         self.y_axis.label = f"{symbol(currency).strip() or currency}m"
         self._currency = currency
+        self.legend.value = legend_html([(f"{n} {money(values[n], currency, compact=True)}", c, "box")
+                                         for n, c in self.PARTS if values[n] > 0])
         self.data = {n: float(v) for n, v in values.items()}
 
     def _on_hover(self, _mark: Any, event: Mapping[str, Any]) -> None:
@@ -396,16 +427,17 @@ class ProfileOverlay(widgets.VBox):
     def __init__(self, width: str = "760px", height: str = "340px"):
         self.xs, self.ys = bq.LinearScale(min=0.0), bq.LinearScale()
         self.lines = bq.Lines(x=[], y=[], scales={"x": self.xs, "y": self.ys}, colors=list(SERIES_COLOURS),
-                              stroke_width=2, display_legend=True, labels=[])
+                              stroke_width=2)
         self.one = bq.Lines(x=[], y=[], scales={"x": self.xs, "y": self.ys}, colors=[_GREY], stroke_width=1)
         self.figure = bq.Figure(
             marks=[self.one, self.lines],
             axes=[bq.Axis(scale=self.xs, label="Years from closing", tick_format=".0f"),
                   bq.Axis(scale=self.ys, orientation="vertical", tick_format=".2f", label="DSCR", label_offset="44px")],
-            title="DSCR profiles", fig_margin=_margin(60), legend_location="top-right", animation_duration=0,
+            title="DSCR profiles", fig_margin=_margin(60), animation_duration=0,
             interaction=bq.interacts.PanZoom(scales={"x": [self.xs]}),
             layout=widgets.Layout(width=width, height=height))
-        super().__init__([self.figure])
+        self.legend = widgets.HTML()
+        super().__init__([self.legend, self.figure])
         self.add_class("p1-chart")
         self.data: dict[str, Any] = {}
 
@@ -428,7 +460,8 @@ class ProfileOverlay(widgets.VBox):
             self.xs.min, self.xs.max = 0.0, end
             self.lines.x = np.vstack([pad(x) for x in xs]) if xs else []
             self.lines.y = np.vstack([pad(y) for y in ys]) if ys else []
-            self.lines.labels = labels
+            self.legend.value = legend_html([(label, SERIES_COLOURS[i % len(SERIES_COLOURS)], "line")
+                                             for i, label in enumerate(labels)])
             self.one.x, self.one.y = np.array([0.0, end]), np.array([1.0, 1.0])
             finite = np.concatenate(ys) if ys else np.zeros(0)
             finite = finite[np.isfinite(finite)]

@@ -28,7 +28,21 @@ _TIER_CSS = "\n".join(
 
 STYLE_CSS = """
 .p1-app { font-family: -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif; color: #1f2933;
-          max-width: 1280px; }
+          max-width: 1880px; }
+.p1-app .p1-chart .bqplot { overflow: visible; }
+.p1-tip { font-size: 12px; line-height: 1.35; padding: 4px 6px; background: #fff; border: 1px solid #cbd2d9;
+          border-radius: 4px; }
+.p1-nm { font-size: 12px; line-height: 1.5; }
+.p1-near .p1-card { padding: 4px 10px; }
+.p1-compare td, .p1-compare th { text-align: left; }
+.p1-compare tr.p1-diff td { background: #fff8db; }
+.p1-compare td.p1-diff-cell { font-weight: 700; color: #7a4a00; }
+.p1-compare tr.p1-section td { font-weight: 600; color: #334e68; background: #f0f4f8; text-transform: uppercase;
+           letter-spacing: 0.04em; font-size: 11px; }
+.p1-chip { background: #e8f1fa; color: #1f4e79; border-radius: 12px; }
+.p1-legend { font-size: 12px; color: #334e68; display: flex; flex-wrap: wrap; gap: 4px 14px; padding: 2px 0 0 8px; }
+.p1-legend-item { display: inline-flex; align-items: center; gap: 5px; white-space: nowrap; }
+.p1-swatch { display: inline-block; width: 10px; height: 10px; }
 .p1-nav { display: flex; gap: 4px; align-items: center; border-bottom: 2px solid #1f4e79; padding: 4px 0 6px 0;
           margin-bottom: 8px; }
 .p1-nav a { padding: 4px 10px; border-radius: 4px; text-decoration: none; color: #1f4e79; font-weight: 500; }

@@ -243,6 +243,7 @@ class PermutationsDashboard:
         self.grid: Grid | None = None
         self.errors: dict[str, str] = {}
         self._filling = False
+        self._preset_grid: dict[str, Any] | None = None  # the chosen preset's grid, to notice an edit
         for editor in self.editors.values():
             for w in editor.value_widgets():
                 w.observe(self._on_change, names="value")
@@ -289,6 +290,7 @@ class PermutationsDashboard:
                 self.preset.value = ws["preset"]
                 self._filling = False
                 self._describe_preset()
+                self._preset_grid = self._grid_of_preset(ws["preset"])
             if ws.get("sample"):
                 self.sample_on.value, self.sample_size.value = True, int(ws["sample"])
         self.check()
@@ -320,11 +322,36 @@ class PermutationsDashboard:
         if self._filling:
             return
         self._describe_preset()
+        self._preset_grid = None
         if change["new"]:
             written_for = self.presets[change["new"]].get("ruleset")
             if written_for and written_for in [v for _label, v in self.ruleset.options]:
                 self.ruleset.value = written_for  # a market-coupon preset is a v2 preset
             self.fill(preset_ranges(change["new"]))
+            self._preset_grid = self._grid_of_preset(change["new"])
+
+    def _grid_of_preset(self, name: str) -> dict[str, Any] | None:
+        try:
+            return parse_ranges(preset_ranges(name), self.project, self.chosen_ruleset()).to_dict()
+        except Phase1Error:
+            return None
+
+    def _sync_preset(self) -> None:
+        """Once the ranges no longer are the chosen preset's, the picker says "custom" (naming the preset they
+        came from), so that choosing the preset again resets them."""
+        name = self.preset.value
+        if not name or self._preset_grid is None:
+            return
+        if self.grid is not None and self.grid.to_dict() == self._preset_grid:
+            return
+        self._filling = True
+        try:
+            self.preset.value = ""
+        finally:
+            self._filling = False
+        self._preset_grid = None
+        self.preset_text.value = (f'<span class="p1-muted">Edited from preset {esc(name)}: custom ranges now; '
+                                  f"choose {esc(name)} again to reset them.</span>")
 
     def _describe_preset(self) -> None:
         p = self.presets.get(self.preset.value)
@@ -333,6 +360,7 @@ class PermutationsDashboard:
     def _on_change(self, _change: dict[str, Any]) -> None:
         if not self._filling:
             self.check()
+            self._sync_preset()
 
     def sample(self) -> int | None:
         return int(self.sample_size.value) if self.sample_on.value else None

@@ -80,10 +80,10 @@ def coupon_text(r: Mapping[str, Any]) -> str:
 
 def top_columns(currency: str) -> list[Column]:
     """The Top-N table's columns: tier, value, terms, then the KPIs that qualify a structure (every header
-    in full: ~1,500 px)."""
+    in full: ~1,320 px, the near misses beside it on a 1,920 px screen)."""
     def m(name: str, label: str) -> Column:
         return Column(name, label, lambda r: money(_k(r, name), currency, compact=True, dp=2),
-                      lambda r: _k(r, name), "124px")
+                      lambda r: _k(r, name), "112px")
 
     def num(name: str, label: str, fmt: Any, width: str, structure: bool = False) -> Column:
         get = _s if structure else _k
@@ -91,23 +91,23 @@ def top_columns(currency: str) -> list[Column]:
 
     return [
         Column("tier", "Tier", lambda r: tier_badge(_k(r, "tier")),
-               lambda r: TIER_ORDER.index(_k(r, "tier")) if _k(r, "tier") in TIER_ORDER else None, "90px", "left"),
+               lambda r: TIER_ORDER.index(_k(r, "tier")) if _k(r, "tier") in TIER_ORDER else None, "84px", "left"),
         m("day_one_value", "Day-one value"),
         m("senior_amount", "Senior"),
-        num("senior_tenor", "Tenor", years, "72px", structure=True),
-        Column("senior_coupon", "Coupon", lambda r: esc(coupon_text(r)), coupon_used, "96px"),
-        num("senior_dscr", "DSCR tgt", ratio, "88px", structure=True),
-        num("min_dscr", "Min DSCR", ratio, "92px"),
-        Column("profile", "Profile", lambda r: esc(profile_text(r)), profile_text, "150px", "left"),
-        Column("hedge", "Index · ZCIS", lambda r: esc(hedge_text(r)), hedge_text, "124px", "left"),
-        num("wal_years", "WAL", years, "80px"),
-        num("ltv", "LTV", lambda v: pct(v, 1), "72px"),
-        num("wacd", "WACD", pct, "76px"),
-        num("equity_irr", "Equity IRR", lambda v: pct(v, 1), "100px"),
+        num("senior_tenor", "Tenor", years, "64px", structure=True),
+        Column("senior_coupon", "Coupon", lambda r: esc(coupon_text(r)), coupon_used, "86px"),
+        num("senior_dscr", "DSCR tgt", ratio, "80px", structure=True),
+        num("min_dscr", "Min DSCR", ratio, "84px"),
+        Column("profile", "Profile", lambda r: esc(profile_text(r)), profile_text, "130px", "left"),
+        Column("hedge", "Index · ZCIS", lambda r: esc(hedge_text(r)), hedge_text, "110px", "left"),
+        num("wal_years", "WAL", years, "72px"),
+        num("ltv", "LTV", lambda v: pct(v, 1), "62px"),
+        num("wacd", "WACD", pct, "66px"),
+        num("equity_irr", "Equity IRR", lambda v: pct(v, 1), "90px"),
         Column("senior_rating", "Rating", lambda r: esc(_k(r, "senior_rating") or "–"),
-               lambda r: _k(r, "senior_rating"), "72px", "left"),
+               lambda r: _k(r, "senior_rating"), "62px", "left"),
         Column("repo_eligible", "Repo", lambda r: "✓" if _k(r, "repo_eligible") else "–",
-               lambda r: int(bool(_k(r, "repo_eligible"))), "60px", "left"),
+               lambda r: int(bool(_k(r, "repo_eligible"))), "50px", "left"),
     ]
 
 
@@ -266,7 +266,7 @@ class SecuritisationDashboard:
         self.table = SortableTable([], on_open=self.open_structure, open_label=lambda r: f"#{r['rank']}")
         # near misses beside a short Top-N
         self.near_title = widgets.HTML()
-        self.near_box = widgets.VBox(layout=widgets.Layout(width="560px", margin="0 0 0 20px", display="none"))
+        self.near_box = widgets.VBox(layout=widgets.Layout(width="480px", margin="0 0 0 16px", display="none"))
         self.near_box.add_class("p1-near")
         self.hint_notice = Notice()
         self.rerun_button = widgets.Button(description="Rerun with this change", icon="play", button_style="primary",
@@ -305,6 +305,10 @@ class SecuritisationDashboard:
         self.compare_picks = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self.compare_table = widgets.HTML()
         self.overlay = charts.ProfileOverlay()
+        # a bqplot figure is never hidden with display: none (it would lay itself out at a negative size): the
+        # overlay joins the row once there is something to overlay
+        self.compare_row = widgets.HBox([self.compare_table], layout=widgets.Layout(
+            flex_flow="row wrap", align_items="flex-start", grid_gap="16px"))
         self.other_run = widgets.Dropdown(description="Earlier run", layout=widgets.Layout(width="720px"))
         self.other_structure = widgets.Dropdown(description="Structure", layout=widgets.Layout(width="420px"))
         self.other_run.observe(lambda ch: self._fill_other_structures(ch["new"]), names="value")
@@ -334,9 +338,7 @@ class SecuritisationDashboard:
         add_other = widgets.HBox([self.other_run, self.other_structure, self.other_add, self.compare_clear],
                                  layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
         compare_box = widgets.VBox([heading("Compare"), self.compare_notice, self.compare_picks, add_other,
-                                    widgets.HBox([self.compare_table, self.overlay],
-                                                 layout=widgets.Layout(flex_flow="row wrap",
-                                                                       align_items="flex-start", grid_gap="16px"))])
+                                    self.compare_row])
         return page("Securitisation", self.ctx.user, self.run_picker, self.bad_runs, self.header, self.notice,
                     self.hint_notice, rerun, top,
                     widgets.HBox([self.scatter, self.stack], layout=widgets.Layout(flex_flow="row wrap")),
@@ -711,10 +713,10 @@ class SecuritisationDashboard:
         self.compare_picks.children = chips
         self.compare_table.value = compare.compare_html(entries)
         if len(entries) >= 2:
-            self.overlay.layout.display = "flex"
             self.overlay.show([(e.label(i), e.schedule) for i, e in enumerate(entries)])
+            self.compare_row.children = [self.compare_table, self.overlay]
         else:
-            self.overlay.layout.display = "none"
+            self.compare_row.children = [self.compare_table]
         if problems:
             self.compare_notice.warn("Some picks cannot be shown:", problems)
         elif len(entries) == 1:
