@@ -256,6 +256,7 @@ def pooled(base: type) -> type:
                 task = asyncio.get_event_loop().create_task(
                     renderer.generate_content_hybrid(kernel_id, self.get_kernel(kernel_id)))
                 await _until_waiting(handoff, task)
+                self.log.info("pre-heated kernel %s of %s ready", kernel_id, notebook)
                 return Heated(kernel_id, renderer, task, handoff)
             finally:
                 KERNEL_OWNER.reset(token)

@@ -100,7 +100,7 @@ class ValueScatter(widgets.VBox):
             self.marks[tier] = bq.Scatter(
                 x=[], y=[], scales={"x": self.xs, "y": self.ys}, colors=[TIER_COLOURS[tier]], stroke="white",
                 stroke_width=0.5 if not faint else 0.0, default_size=14 if faint else 30,
-                default_opacities=[0.45 if faint else 0.9], labels=[tier],
+                opacities=[0.45 if faint else 0.9], labels=[tier],
                 tooltip=self.tip, interactions={"hover": "tooltip", "click": "select"})
         self.rings = bq.Scatter(x=[], y=[], scales={"x": self.xs, "y": self.ys}, fill=False, stroke=_NAVY,
                                 colors=[_NAVY], stroke_width=1.4, default_size=150, labels=["Top-N"],
@@ -111,7 +111,7 @@ class ValueScatter(widgets.VBox):
         order = [self.marks[t] for t in _LAYERS] + [self.rings] + [self.marks[t] for t in _OVER_RINGS] + [self.star]
         self.x_axis = bq.Axis(scale=self.xs, label="Min senior DSCR", tick_format=".2f", grid_lines="solid",
                               grid_color="#eef0f2")
-        self.y_axis = bq.Axis(scale=self.ys, orientation="vertical", label="Day-one value", tick_format=",.0f",
+        self.y_axis = bq.Axis(scale=self.ys, side="left", label="Day-one value", tick_format=",.0f",
                               label_offset="52px", grid_lines="solid", grid_color="#eef0f2")
         self.panzoom = bq.interacts.PanZoom(scales={"x": [self.xs], "y": [self.ys]})
         # bqplot puts an interaction's overlay above the marks: while panning and zooming, points take no hover or
@@ -299,7 +299,7 @@ class ScheduleCharts(widgets.HBox):
         self.dscr_fig = bq.Figure(
             marks=[self.one_line, self.floor_line, self.target_line, self.dscr_line],
             axes=[bq.Axis(scale=self.t_scale, label="Years from closing", tick_format=".0f"),
-                  bq.Axis(scale=self.dscr_scale, orientation="vertical", tick_format=".2f", label="DSCR",
+                  bq.Axis(scale=self.dscr_scale, side="left", tick_format=".2f", label="DSCR",
                           label_offset="44px")],
             title="DSCR profile", fig_margin=_margin(60), animation_duration=0,
             interaction=bq.interacts.PanZoom(scales={"x": [self.t_scale]}),
@@ -307,7 +307,7 @@ class ScheduleCharts(widgets.HBox):
         bc = {"x": self.t_scale, "y": self.debt_scale}
         self.balance = bq.Lines(x=[], y=[], scales=bc, colors=[_NAVY, _ORANGE], fill="bottom",
                                 fill_opacities=[0.85, 0.85], stroke_width=1)
-        self.debt_axis = bq.Axis(scale=self.debt_scale, orientation="vertical", tick_format=",.0f",
+        self.debt_axis = bq.Axis(scale=self.debt_scale, side="left", tick_format=",.0f",
                                  label="Outstanding", label_offset="52px")
         self.balance_fig = bq.Figure(
             marks=[self.balance], axes=[bq.Axis(scale=self.t_scale, label="Years from closing", tick_format=".0f"),
@@ -376,7 +376,7 @@ class CapitalStack(widgets.VBox):
                             colors=[c for _n, c in self.PARTS], labels=[n for n, _c in self.PARTS],
                             padding=0.35, stroke="white", tooltip=self.tip,
                             interactions={"hover": "tooltip"})
-        self.y_axis = bq.Axis(scale=self.ys, orientation="vertical", tick_format=",.0f", label_offset="52px")
+        self.y_axis = bq.Axis(scale=self.ys, side="left", tick_format=",.0f", label_offset="52px")
         self.figure = bq.Figure(marks=[self.bars], axes=[bq.Axis(scale=self.xs), self.y_axis],
                                 title="Capital stack at closing", fig_margin=_margin(72), animation_duration=0,
                                 layout=widgets.Layout(width=width, height=height))
@@ -432,7 +432,7 @@ class ProfileOverlay(widgets.VBox):
         self.figure = bq.Figure(
             marks=[self.one, self.lines],
             axes=[bq.Axis(scale=self.xs, label="Years from closing", tick_format=".0f"),
-                  bq.Axis(scale=self.ys, orientation="vertical", tick_format=".2f", label="DSCR", label_offset="44px")],
+                  bq.Axis(scale=self.ys, side="left", tick_format=".2f", label="DSCR", label_offset="44px")],
             title="DSCR profiles", fig_margin=_margin(60), animation_duration=0,
             interaction=bq.interacts.PanZoom(scales={"x": [self.xs]}),
             layout=widgets.Layout(width=width, height=height))
