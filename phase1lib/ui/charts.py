@@ -218,7 +218,7 @@ class ValueScatter(widgets.VBox):
             self._shown["Top-N"] = top_pos
             self.rings.x, self.rings.y = self._x[top_pos], self._y[top_pos]
             self.select(self._selected)
-        self.data.update(points=len(shown), inside=inside, by_tier=counts, decimated=len(shown) < inside,
+        self.data.update(points=len(shown), inside=inside, by_tier=counts, decimated=len(keep) < inside,
                          window={"x": xr, "y": yr})
         total = self.data.get("total", 0)
         note = (f" · one point per cell of a {GRID_COLS}×{GRID_ROWS} grid, best tier first; zoom in for more"

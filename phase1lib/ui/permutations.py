@@ -105,6 +105,7 @@ class KeyEditor:
                                               tooltips=["values separated by commas", "min, max and step"],
                                               style={"button_width": "58px"}, layout=widgets.Layout(width="130px"))
             self.list_text = widgets.Text(placeholder=self.default_text, layout=widgets.Layout(width="300px"))
+            self.list_text.add_class(f"p1-key-{self.key}")  # a stable handle for browser tests
             self.bounds = [widgets.Text(placeholder=p, layout=widgets.Layout(width="62px"))
                            for p in ("min", "max", "step")]
             parts: list[widgets.Widget] = []

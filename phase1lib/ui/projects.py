@@ -130,7 +130,9 @@ class FieldRow:
             placeholder = DERIVED_DEFAULTS[self.name]
         else:
             placeholder = f"default {number_text(spec['default'], spec['unit'])}"
-        return widgets.Text(placeholder=placeholder, layout=layout, continuous_update=True)
+        box = widgets.Text(placeholder=placeholder, layout=layout, continuous_update=True)
+        box.add_class(f"p1-field-{self.name}")  # a stable handle for browser tests
+        return box
 
     def widgets(self) -> list[widgets.Widget]:
         return [self.label, self.input, self.unit, self.message]
