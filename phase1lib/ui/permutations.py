@@ -105,7 +105,8 @@ class KeyEditor:
                                               tooltips=["values separated by commas", "min, max and step"],
                                               style={"button_width": "58px"}, layout=widgets.Layout(width="130px"))
             self.list_text = widgets.Text(placeholder=self.default_text, layout=widgets.Layout(width="300px"))
-            self.list_text.add_class(f"p1-key-{self.key}")  # a stable handle for browser tests
+            self.list_text.add_class(f"p1-key-{self.key}")  # stable handles for browser tests
+            self.mode.add_class(f"p1-mode-{self.key}")
             self.bounds = [widgets.Text(placeholder=p, layout=widgets.Layout(width="62px"))
                            for p in ("min", "max", "step")]
             parts: list[widgets.Widget] = []
@@ -241,6 +242,10 @@ class PermutationsDashboard:
         self.use_button = widgets.Button(description="Use these ranges", button_style="primary", icon="check",
                                          layout=widgets.Layout(width="170px"))
         self.use_button.on_click(lambda _b: self.use())
+        self.clear_button = widgets.Button(description="Clear keys", icon="eraser", tooltip="empty every key (each "
+                                           "takes its default) and start from custom ranges",
+                                           layout=widgets.Layout(width="130px"))
+        self.clear_button.on_click(lambda _b: self.clear())
         self.grid: Grid | None = None
         self.errors: dict[str, str] = {}
         self._filling = False
@@ -269,7 +274,8 @@ class PermutationsDashboard:
         sample = widgets.VBox([widgets.HBox([self.sample_on, self.sample_size],
                                             layout=widgets.Layout(align_items="center")), self.sample_note])
         side = widgets.VBox([heading("Cardinality"), self.cardinality, self.guardrail, sample,
-                             widgets.HBox([self.use_button], layout=widgets.Layout(margin="8px 0 0 0"))],
+                             widgets.HBox([self.use_button, self.clear_button],
+                                          layout=widgets.Layout(margin="8px 0 0 0", grid_gap="8px"))],
                             layout=widgets.Layout(width="340px", margin="0 0 0 24px"))
         left = widgets.VBox([widgets.HTML(f'<span class="p1-muted">{who}</span>'),
                              widgets.HBox([self.preset], layout=widgets.Layout(margin="6px 0 0 0")),
@@ -314,6 +320,17 @@ class PermutationsDashboard:
         if unknown:
             self.notice.warn(f"Ignored unknown range keys: {', '.join(unknown)}")
         self.check()
+
+    def clear(self) -> None:
+        """Empty every key (the defaults apply) and forget the preset: custom ranges from scratch."""
+        self._filling = True
+        try:
+            self.preset.value = ""
+        finally:
+            self._filling = False
+        self._preset_grid = None
+        self._describe_preset()
+        self.fill({})
 
     def choose_preset(self, name: str) -> None:
         """Pick a preset: its ranges fill the editors."""
