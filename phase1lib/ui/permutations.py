@@ -20,7 +20,7 @@ from ..pricing import MARKET
 from ..project import Project, validate_project
 from ..ranges import ALIASES, KEY_SPECS, Grid, KeySpec, check_guardrail, max_permutations, parse_ranges
 from ..ruleset import Ruleset, available_versions, load_ruleset
-from .components import Notice, heading, page
+from .components import Notice, heading, page, shared_layout
 from .context import AppContext
 from .format import esc, number, pct, ratio
 
@@ -96,8 +96,8 @@ class KeyEditor:
         label = LABELS.get(self.key, self.key) + (" *" if spec.default is None else "")
         hint = " · mezz on" if spec.mezz and self.key != "mezz_dscr" else ""
         self.label = widgets.HTML(f'<span title="{esc(self.key)}">{esc(label)}</span>'
-                                  f'<span class="p1-muted">{esc(hint)}</span>', layout=widgets.Layout(width="170px"))
-        self.message = widgets.HTML(layout=widgets.Layout(width="300px"))
+                                  f'<span class="p1-muted">{esc(hint)}</span>', layout=shared_layout(width="170px"))
+        self.message = widgets.HTML(layout=shared_layout(width="300px"))
         self.default_text = self._default_text(project)
         self.numeric = spec.kind in ("int", "float")
         if self.numeric:
@@ -107,12 +107,12 @@ class KeyEditor:
             self.list_text = widgets.Text(placeholder=self.default_text, layout=widgets.Layout(width="300px"))
             self.list_text.add_class(f"p1-key-{self.key}")  # stable handles for browser tests
             self.mode.add_class(f"p1-mode-{self.key}")
-            self.bounds = [widgets.Text(placeholder=p, layout=widgets.Layout(width="62px"))
+            self.bounds = [widgets.Text(placeholder=p, layout=shared_layout(width="62px"))
                            for p in ("min", "max", "step")]
             parts: list[widgets.Widget] = []
             for word, box in zip(("from", "to", "step"), self.bounds, strict=True):
                 parts += [widgets.HTML(f'<span class="p1-muted">{word}</span>',
-                                       layout=widgets.Layout(margin="0 3px 0 4px")), box]
+                                       layout=shared_layout(margin="0 3px 0 4px")), box]
             self.range_box = widgets.HBox(parts, layout=widgets.Layout(width="300px", display="none",
                                                                        align_items="center"))
             self.input = widgets.HBox([self.list_text, self.range_box])
@@ -123,7 +123,7 @@ class KeyEditor:
                                      layout=widgets.Layout(width="130px"))
             choices = (True, False) if spec.kind == "bool" else spec.choices
             self.checks = [widgets.Checkbox(value=False, description=value_text(self.key, c), indent=False,
-                                            layout=widgets.Layout(width="auto", margin="0 8px 0 0"))
+                                            layout=shared_layout(width="auto", margin="0 8px 0 0"))
                            for c in choices]
             self.choices = list(choices)
             self._order = list(choices)
