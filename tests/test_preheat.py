@@ -185,3 +185,14 @@ def test_the_culler_skips_pooled_kernels_only_and_no_pool_is_offered_without_a_u
         assert manager.get_pool_size("dashboards/x.ipynb") == 1
     finally:
         KERNEL_OWNER.reset(token)
+
+
+def test_the_warm_up_builds_a_dashboard_without_a_user_and_leaves_no_widget(tmp_path: Path) -> None:
+    from ipywidgets.widgets.widget import _instances
+
+    from phase1lib.ui import ProjectsDashboard, SecuritisationDashboard
+
+    before = set(_instances)
+    for dashboard in (ProjectsDashboard, SecuritisationDashboard):
+        ui_context.warm_up(dashboard)
+    assert set(_instances) == before  # every widget it made is closed: nothing reaches a page

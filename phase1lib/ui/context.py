@@ -129,8 +129,15 @@ class AppContext:
     user: str | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> AppContext:
-        """The served context: the configured store, PHASE1_HOME and the kernel's user (:data:`USER_ENVS`)."""
+    def from_env(cls, env: Mapping[str, str] | None = None, warm: type | None = None) -> AppContext:
+        """The served context: the configured store, PHASE1_HOME and the kernel's user (:data:`USER_ENVS`).
+
+        In a pre-heated kernel still waiting for its user, the dashboard class ``warm`` is first built once on a
+        scratch store with no user and thrown away (first-use costs paid before anyone waits; nothing of it is
+        shown or kept), then the kernel waits for its user.
+        """
+        if warm is not None and (os.environ if env is None else env).get(HANDOFF_ENV):
+            warm_up(warm)
         user = session_user(env)  # a pre-heated kernel waits here for the request's user
         env = dict(os.environ if env is None else env)
         home = default_home(env)
@@ -172,6 +179,31 @@ def _app_env() -> str:
         return config.app_env()
     except ValueError:
         return "prod"
+
+
+def warm_up(dashboard: type) -> None:
+    """Build ``dashboard`` once on an empty scratch store, without a user, and close every widget it made."""
+    import tempfile
+
+    from ipywidgets.widgets.widget import _instances
+
+    from ..store import SQLiteStore
+
+    before = set(_instances)
+    with tempfile.TemporaryDirectory(prefix="phase1-warm-") as folder:
+        store = SQLiteStore(Path(folder) / "warm.db")
+        try:
+            dashboard(AppContext(store=store, home=Path(folder), user=None))
+        except Exception:
+            pass
+        finally:
+            close = getattr(store, "close", None)
+            if close:
+                close()
+    for key in set(_instances) - before:
+        widget = _instances.get(key)
+        if widget is not None:
+            widget.close()
 
 
 def request_id() -> str:

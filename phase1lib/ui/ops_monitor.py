@@ -308,4 +308,4 @@ def _check_value(check: Mapping[str, Any]) -> str:
 
 def ops_monitor_dashboard(ctx: AppContext | None = None) -> widgets.Widget:
     """The Ops Monitor page for Voila (``ctx`` defaults to the served context)."""
-    return OpsMonitorDashboard(ctx or AppContext.from_env()).widget
+    return OpsMonitorDashboard(ctx or AppContext.from_env(warm=OpsMonitorDashboard)).widget

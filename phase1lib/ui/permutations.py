@@ -474,5 +474,5 @@ def ruleset_options(ctx: AppContext) -> list[tuple[str, str]]:
 
 def permutations_dashboard(ctx: AppContext | None = None) -> widgets.Widget:
     """The Permutations page for Voila (``ctx`` defaults to the served context)."""
-    return PermutationsDashboard(ctx or AppContext.from_env()).widget
+    return PermutationsDashboard(ctx or AppContext.from_env(warm=PermutationsDashboard)).widget
 

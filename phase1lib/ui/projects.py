@@ -399,4 +399,4 @@ class ProjectsDashboard:
 
 def projects_dashboard(ctx: AppContext | None = None) -> widgets.Widget:
     """The Projects page for Voila (``ctx`` defaults to the served context)."""
-    return ProjectsDashboard(ctx or AppContext.from_env()).widget
+    return ProjectsDashboard(ctx or AppContext.from_env(warm=ProjectsDashboard)).widget

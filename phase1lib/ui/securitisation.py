@@ -747,4 +747,4 @@ class SecuritisationDashboard:
 
 def securitisation_dashboard(ctx: AppContext | None = None) -> widgets.Widget:
     """The Securitisation page for Voila (``ctx`` defaults to the served context)."""
-    return SecuritisationDashboard(ctx or AppContext.from_env()).widget
+    return SecuritisationDashboard(ctx or AppContext.from_env(warm=SecuritisationDashboard)).widget
