@@ -401,7 +401,9 @@ def test_analyst_flow_in_the_browser(server: Server, browser_page) -> None:
         page.wait_for_timeout(int(os.environ.get("PHASE1_BROWSER_PAUSE_MS", "4000")))  # an analyst reads
         _dashboard(page, server, name, watch)
     suppressed = page.evaluate("() => (window.phase1SharedScopeWarnings || []).length")
-    record = {"pool": os.environ.get("PHASE1_BROWSER_POOL", "1"), "uptime": _uptime(),
+    scatter = _scatter_250k(page, server)
+    _shot(page, "10-scatter-250k")
+    record = {"scatter_250k": scatter, "pool": os.environ.get("PHASE1_BROWSER_POOL", "1"), "uptime": _uptime(),
               "first_visit_s": {n: t[0] for n, t in watch.timings.items()},
               "second_visit_s": {n: t[-1] for n, t in watch.timings.items()}, "all_visits_s": watch.timings,
               "suppressed_shared_scope_warnings": suppressed}
@@ -411,6 +413,46 @@ def test_analyst_flow_in_the_browser(server: Server, browser_page) -> None:
     assert not watch.off_loopback, f"requests left loopback: {watch.off_loopback}"
     assert not watch.console_errors, f"console errors: {watch.console_errors}"
     assert not watch.dialogs, f"dialogs opened: {watch.dialogs}"
+
+
+def _scatter_250k(page, server: Server) -> dict[str, object]:
+    """A run of 249,600 structures in Securitisation: seconds to usable, SVG points drawn, zoom and hover."""
+    done = subprocess.run([str(PHASE1), "run", "--project", "examples/london_dc_alpha.json", "--preset",
+                           "maximum_250k"], env=server.env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _dashboard(page, server, "Securitisation")
+    picker = page.locator(".widget-dropdown select").first
+    labels = [t.replace("\xa0", " ") for t in picker.evaluate("s => Array.from(s.options).map(o => o.text)")]
+    index = next(i for i, t in enumerate(labels) if "249,600 evaluated" in t)
+    started = time.perf_counter()
+    picker.select_option(index=index)
+    caption = page.locator(".p1-chart .p1-muted").filter(has_text="249,600 in the run").first
+    caption.wait_for()
+    shown = time.perf_counter() - started
+    points = page.locator(".p1-chart svg .dot").count()
+    page.locator("button.widget-toggle-button").filter(has_text="Pan & zoom").first.click()
+    box = page.locator(".p1-chart .bqplot").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.3)
+    zooms = []
+    for _ in range(3):
+        before = caption.inner_text() if caption.count() else ""
+        started = time.perf_counter()
+        page.mouse.wheel(0, -240)
+        page.wait_for_function("(b) => { const c = Array.from(document.querySelectorAll('.p1-chart .p1-muted'))"
+                               ".find(e => e.innerText.includes('in the run')); return c && c.innerText !== b; }",
+                               arg=before)
+        zooms.append(round(time.perf_counter() - started, 3))
+    page.locator("button.widget-toggle-button").filter(has_text="Select").first.click()
+    dots = _dots(page)
+    star = next(d for d in dots if d[2] == "rgb(230, 149, 0)")
+    target = max((d for d in dots if d[2] not in ("rgb(230, 149, 0)", "none")),
+                 key=lambda d: (d[0] - star[0]) ** 2 + (d[1] - star[1]) ** 2)
+    started = time.perf_counter()
+    page.mouse.move(target[0], target[1])
+    page.locator(".p1-tip:visible").first.wait_for()
+    hover = time.perf_counter() - started
+    return {"structures": 249_600, "to_scatter_s": round(shown, 2), "svg_points": points, "zoom_redraw_s": zooms,
+            "hover_s": round(hover, 3)}
 
 
 def _uptime() -> str:
