@@ -348,6 +348,7 @@ def test_analyst_flow_in_the_browser(server: Server, browser_page) -> None:
     assert table.locator("thead th").count() == 3  # the labels column and two structures
     assert table.locator("tr.p1-diff").count() >= 1
     page.locator("text.mainheading").filter(has_text="DSCR profiles").wait_for()
+    table.scroll_into_view_if_needed()
     _shot(page, "05c-compare")
 
     # Near misses you can act on: Frankfurt, one structure, a Bronze near miss; apply its hint, rerun: viable.

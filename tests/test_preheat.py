@@ -69,8 +69,8 @@ def test_only_notebooks_that_say_so_are_preheated(tmp_path: Path) -> None:
     assert preheat.preheat_notebooks(tmp_path, folder) == ["dashboards/waiting.ipynb"]
     shipped = Path(__file__).resolve().parent.parent
     names = preheat.preheat_notebooks(shipped, shipped / "dashboards")
-    assert names == sorted(f"dashboards/{n}.ipynb" for n in ("Ops_Monitor", "Permutations", "Projects", "Run",
-                                                                 "Securitisation"))
+    assert names == [f"dashboards/{n}.ipynb" for n in ("Projects", "Permutations", "Run", "Securitisation",
+                                                          "Ops_Monitor")]  # heated in the navigation order
 
 
 def test_the_pool_size_is_configured_and_bounded() -> None:

@@ -61,16 +61,19 @@ def wants_preheat(notebook: Any) -> bool:
 
 def preheat_notebooks(root_dir: Path, dashboards_dir: Path) -> list[str]:
     """The notebooks of ``dashboards_dir`` that ask to be pre-heated, as paths relative to ``root_dir``
-    (the names Voila's handler uses), in name order."""
-    found = []
+    (the names Voila's handler uses), in the order they are heated: their ``phase1.order`` (the navigation
+    order of the dashboards: the page an analyst opens first is ready first), then by name."""
+    found: list[tuple[int, str]] = []
     for path in sorted(Path(dashboards_dir).glob("*.ipynb")):
         try:
             notebook = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(notebook, dict) and wants_preheat(notebook):
-            found.append(path.resolve().relative_to(Path(root_dir).resolve()).as_posix())
-    return found
+            order = notebook["metadata"][METADATA_KEY].get("order")
+            found.append((order if isinstance(order, int) else 1000,
+                          path.resolve().relative_to(Path(root_dir).resolve()).as_posix()))
+    return [name for _order, name in sorted(found)]
 
 
 def write_handoff(path: Path, user: str) -> None:
