@@ -167,6 +167,9 @@ class ValueScatter(widgets.VBox):
         self._selected = selected
         self.y_axis.label = f"Day-one value ({symbol(currency).strip() or currency}m)"
         self._home = (_extent(self._x), _extent(self._y))
+        (x0, x1), (y0, y1) = self._home
+        self.x_axis.tick_format = ".3f" if x1 - x0 < 0.05 else ".2f"  # a narrow run: ticks that differ
+        self.y_axis.tick_format = ",.2f" if y1 - y0 < 5 else ",.1f" if y1 - y0 < 50 else ",.0f"
         self.data = {"total": len(self._index), "currency": currency}
         self.reset_view()
 
@@ -359,6 +362,10 @@ class ScheduleCharts(widgets.HBox):
     def clear(self) -> None:
         for line in (self.dscr_line, self.target_line, self.floor_line, self.one_line, self.balance):
             line.x, line.y = [], []
+        self.t_scale.min, self.t_scale.max = 0.0, 25.0  # empty but readable axes
+        self.dscr_scale.min, self.dscr_scale.max = 0.9, 2.0
+        self.debt_scale.min, self.debt_scale.max = 0.0, 1.0
+        self.dscr_legend.value = self.balance_legend.value = ""
         self.data = {}
 
 
@@ -418,6 +425,8 @@ class CapitalStack(widgets.VBox):
 
     def clear(self) -> None:
         self.bars.y = np.zeros((len(self.PARTS), 2))
+        self.ys.max = 1.0
+        self.legend.value = ""
         self.data = {}
 
 

@@ -34,10 +34,10 @@ STYLE_CSS = """
           border-radius: 4px; }
 .p1-nm { font-size: 12px; line-height: 1.5; }
 .p1-near .p1-card { padding: 4px 10px; }
-.p1-compare td, .p1-compare th { text-align: left; }
-.p1-compare tr.p1-diff td { background: #fff8db; }
-.p1-compare td.p1-diff-cell { font-weight: 700; color: #7a4a00; }
-.p1-compare tr.p1-section td { font-weight: 600; color: #334e68; background: #f0f4f8; text-transform: uppercase;
+.p1-grid.p1-compare td, .p1-grid.p1-compare th { text-align: left; }
+.p1-grid.p1-compare tr.p1-diff td { background: #fff8db; }
+.p1-grid.p1-compare td.p1-diff-cell { font-weight: 700; color: #7a4a00; }
+.p1-grid.p1-compare tr.p1-section td { font-weight: 600; color: #334e68; background: #f0f4f8; text-transform: uppercase;
            letter-spacing: 0.04em; font-size: 11px; }
 .p1-chip { background: #e8f1fa; color: #1f4e79; border-radius: 12px; }
 .p1-legend { font-size: 12px; color: #334e68; display: flex; flex-wrap: wrap; gap: 4px 14px; padding: 2px 0 0 8px; }

@@ -64,7 +64,9 @@ def audit_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
     """One row per audit entry; fields beyond the columns (a lockout's user, address and duration) as Details."""
     rows = []
     for e in entries:
-        details = " · ".join(_detail(k, v) for k, v in e.items() if k not in _AUDIT_COLUMNS and v is not None)
+        extra = [k for k in e if k not in _AUDIT_COLUMNS and e[k] is not None]
+        ordered = [k for k in _DETAIL_LABELS if k in extra] + sorted(k for k in extra if k not in _DETAIL_LABELS)
+        details = " · ".join(_detail(k, e[k]) for k in ordered)
         rows.append([timestamp(e.get("at")), esc(e.get("actor", "")), esc(e.get("action", "")), esc(audit_target(e)),
                      esc(_short(e.get("old"))), esc(_short(e.get("new"))), esc(e.get("reason") or DASH),
                      esc(details or DASH)])
