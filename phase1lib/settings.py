@@ -27,6 +27,9 @@ DEFAULT_MAX_PORTFOLIO_PERMUTATIONS = 5_000_000
 DEFAULT_RUN_PROCESSES = min(os.cpu_count() or 1, 8)
 #: Environment variables naming the logged-in admin of a dashboard kernel (set by the server for Voila).
 USER_ENVS = ("HTTP_X_PHASE1_USER", "PHASE1_USER")
+#: A pre-heated kernel's private hand-off file (phase1lib.server.preheat writes the session's user there when it
+#: hands the kernel to a request; phase1lib.ui.context.session_user waits for it).
+HANDOFF_ENV = "PHASE1_HANDOFF"
 _PREFIXES = ("PHASE1_", "HTTP_X_PHASE1_")
 _OTHERS = ("APP_ENV", "XDG_CACHE_HOME", "CC", "JUPYTER_PATH", "HOME")
 
@@ -60,6 +63,8 @@ class Settings:
     terminals: bool = True
     max_kernels_per_user: int = 4
     kernel_idle_minutes: int = 10
+    #: Pre-heated Voila kernels kept ready per dashboard (0: none).
+    kernel_pool: int = 1
     allowed_hosts: tuple[str, ...] = ()
     kernels: str = "auto"
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "phase1")
@@ -105,6 +110,7 @@ class Settings:
             terminals=terminals if terminals is not None else app_env != "prod",
             max_kernels_per_user=p.integer("PHASE1_MAX_KERNELS_PER_USER", 4, 1, 1000),
             kernel_idle_minutes=p.integer("PHASE1_KERNEL_IDLE_MINUTES", 10, 1, 7 * 24 * 60),
+            kernel_pool=p.integer("PHASE1_KERNEL_POOL", 1, 0, 4),
             allowed_hosts=p.hosts("PHASE1_ALLOWED_HOSTS"),
             kernels=p.choice("PHASE1_KERNELS", KERNEL_MODES, "auto"),
             cache_dir=(Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache")

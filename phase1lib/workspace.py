@@ -11,7 +11,7 @@ from .store import Store, Write
 
 #: Store namespace of the per-user workspaces.
 NS_WORKSPACE = "ui_workspace"
-WORKSPACE_KEYS = ("project", "ranges", "preset", "ruleset", "sample", "last_run_id", "rank")
+WORKSPACE_KEYS = ("project", "ranges", "preset", "ruleset", "sample", "last_run_id", "rank", "applied_hint", "compare")
 
 
 class Workspace:

@@ -50,7 +50,9 @@ def test_sortable_table_sorts_both_ways_with_missing_values_last() -> None:
     table.open_row(1)
     assert opened == ["b"] and table._open_buttons[1].description == "B"
     table.select(table.rows[1])
-    assert "p1-selected" in table._cells[1][0]._dom_classes and "p1-selected" not in table._cells[0][0]._dom_classes
+    assert "p1-selected" in table._row_html[1]._dom_classes and "p1-selected" not in table._row_html[0]._dom_classes
+    # one HTML widget per row (the cells in a CSS grid with the header's widths), escaped values in it
+    assert len(table._row_html) == 3 and "grid-template-columns" in table._row_html[0].value
 
 
 def test_download_link_carries_the_bytes_in_a_data_url() -> None:

@@ -102,3 +102,16 @@ def test_actions_refused_once_the_admin_is_disabled(tmp_path: Path) -> None:
     dash.canary_reason.value = "x"
     assert dash.apply_canary() is None and "Refused" in dash.notice.text and "disabled" in dash.notice.text
     assert dash.register_ruleset(candidate_ruleset()) is None
+
+
+def test_audit_rows_of_a_lockout_name_the_user_and_the_address(tmp_path) -> None:
+    from phase1lib.ui.ops_monitor import audit_rows
+
+    ctx = make_context(tmp_path)
+    ctx.store.add_audit("auth.lockout", "auth", None, target="user", user="eve<script>", client_addr="10.0.0.9",
+                        lock_s=900.0)
+    ctx.store.add_audit("auth.lockout", "auth", None, target="addr", user="(unknown)", client_addr="10.0.0.9",
+                        lock_s=900.0)
+    by_addr, by_user = audit_rows(ctx.store.list_audit(2))
+    assert by_user[3] == "user eve&lt;script&gt;" and by_addr[3] == "address 10.0.0.9"
+    assert by_user[7] == "user eve&lt;script&gt; · address 10.0.0.9 · locked for 15 min"

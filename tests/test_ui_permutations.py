@@ -101,3 +101,16 @@ def test_without_a_project_ranges_are_still_checked(tmp_path: Path) -> None:
     assert dash.project is None
     dash.choose_preset("current_1920")
     assert dash.grid is not None and dash.grid.cardinality == 1920
+
+
+def test_an_edited_preset_is_custom_and_choosing_it_again_resets(dash: PermutationsDashboard) -> None:
+    dash.choose_preset("current_1920")
+    assert dash.grid is not None and dash.grid.cardinality == 1920
+    dash.editors["senior_tenor"].list_text.value = "10, 12"
+    assert dash.preset.value == "" and "Edited from preset current_1920" in dash.preset_text.value
+    assert dash.grid.cardinality != 1920
+    dash.choose_preset("current_1920")  # the same preset again: its ranges come back
+    assert dash.preset.value == "current_1920" and dash.grid.cardinality == 1920
+    assert dash.use() and dash.ctx.workspace.get()["preset"] == "current_1920"
+    dash.clear()
+    assert dash.preset.value == "" and dash.grid is None and dash.request() == {}

@@ -12,8 +12,9 @@ from ui_helpers import ADMIN, make_context
 
 from phase1lib import ops, service
 from phase1lib.presets import preset_ranges
-from phase1lib.ui import RunDashboard, SecuritisationDashboard
+from phase1lib.ui import RunDashboard, SecuritisationDashboard, charts
 from phase1lib.ui.components import plain_text as text
+from phase1lib.ui.format import TIER_ORDER
 
 
 def ready(tmp_path: Path, preset: str = "current_1920", **extra) -> RunDashboard:
@@ -106,13 +107,17 @@ def test_securitisation_without_runs_or_viable_structures(tmp_path: Path) -> Non
     assert sec.download_button.disabled and sec.download() is None
 
 
-def test_large_runs_are_sampled_in_the_scatter(tmp_path: Path) -> None:
+def test_large_runs_are_decimated_in_the_scatter(tmp_path: Path) -> None:
     ctx = make_context(tmp_path)
-    service.execute_run(ctx.store, sample(), preset_ranges("phase2_10k"), home=tmp_path)
+    result = service.execute_run(ctx.store, sample(), preset_ranges("phase2_10k"), home=tmp_path)
     sec = SecuritisationDashboard(ctx)
     data = sec.scatter.data
-    assert data["sampled"] and data["total"] == 9568 and 4000 <= data["points"] <= 4000 + 20
-    assert "(sampled)" not in sec.header.value
+    assert data["decimated"] and data["total"] == 9568 and data["points"] <= charts.MAX_CELLS + len(result.top)
+    drawn = {int(i) for tier in TIER_ORDER for i in sec.scatter._index[sec.scatter._shown[tier]]}
+    assert {int(t["permutation_index"]) for t in result.top} <= drawn  # the Top-N always drawn
+    # every tier present in the run is still visible after decimation
+    present = set(result.frame["tier"].cast(str).unique().to_list())
+    assert {t for t, n in data["by_tier"].items() if n} == present
 
 
 def test_selected_rank_is_remembered_between_pages(tmp_path: Path) -> None:

@@ -45,6 +45,17 @@ def server_app_class() -> type:
         def start_app(self) -> None:
             super().start_app()
             self.io_loop.add_callback(self._print_banner)  # after the socket is bound (queued before us)
+            self.io_loop.add_callback(self._start_kernel_pools)
+
+        def _start_kernel_pools(self) -> None:
+            """Pre-heat the dashboards that wait for their user (phase1lib.server.preheat)."""
+            from .preheat import preheat_notebooks, voila_settings
+
+            ctx, start = self.phase1_context, getattr(self.kernel_manager, "start_pools", None)
+            voila = voila_settings(self.web_app)
+            if ctx is None or start is None or voila is None:
+                return
+            start(preheat_notebooks(ctx.settings.root_dir, ctx.settings.dashboards_dir), voila)
 
         def _print_banner(self) -> None:
             for line in self.phase1_banner:

@@ -7,11 +7,14 @@ keep that bounded:
   fetched by a script) is shut down after ``idle_minutes`` idle; a kernel with an open tab is kept.
 - **Cap**: a user runs at most ``max_per_user`` kernels; one more is refused with HTTP 429 and a message
   saying how to free one.
+- **Pool**: ``pool_size`` pre-heated kernels per dashboard (:mod:`phase1lib.server.preheat`) wait for their
+  user; they belong to nobody (no cap counts them, nobody may connect to them) until one is handed out.
 
-:func:`configure` writes both into the Jupyter config; :func:`capped` turns any Jupyter kernel manager
-class into one that enforces the cap (the server's default :class:`Phase1KernelManager`; a future pool of
-pre-heated Voila kernels wraps its own manager class the same way). Who starts a kernel is the Phase-1
-session's user, set by the login gate in :data:`KERNEL_OWNER` for the request being served.
+:func:`configure` writes them into the Jupyter config; :func:`capped` turns any Jupyter kernel manager
+class into one that enforces the cap, and :func:`~phase1lib.server.preheat.pooled` adds the pool (the
+server's :class:`Phase1KernelManager` is both). Who starts a kernel is the Phase-1 session's user, set by the
+login gate in :data:`KERNEL_OWNER` for the request being served; :class:`Phase1Authorizer` lets only that
+user reach the kernel afterwards.
 """
 
 from __future__ import annotations
@@ -34,11 +37,14 @@ class KernelLimits:
     max_per_user: int = 4
     idle_minutes: int = 10
     cull_interval_s: int = 60
+    pool_size: int = 1
 
     @classmethod
     def from_settings(cls, config: settings.Settings) -> KernelLimits:
-        """PHASE1_MAX_KERNELS_PER_USER (default 4) and PHASE1_KERNEL_IDLE_MINUTES (default 10)."""
-        return cls(max_per_user=config.max_kernels_per_user, idle_minutes=config.kernel_idle_minutes)
+        """PHASE1_MAX_KERNELS_PER_USER (default 4), PHASE1_KERNEL_IDLE_MINUTES (default 10) and
+        PHASE1_KERNEL_POOL (pre-heated kernels per dashboard, default 1, 0 = off)."""
+        return cls(max_per_user=config.max_kernels_per_user, idle_minutes=config.kernel_idle_minutes,
+                   pool_size=config.kernel_pool)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KernelLimits:
@@ -62,6 +68,8 @@ def configure(c: Any, limits: KernelLimits) -> None:
     c.MappingKernelManager.cull_connected = False  # a kernel with an open tab is in use, even when idle
     c.MappingKernelManager.cull_busy = False
     c.Phase1KernelManager.max_kernels_per_user = limits.max_per_user
+    c.Phase1KernelManager.pool_size = limits.pool_size
+    c.ServerApp.authorizer_class = f"{__name__}.Phase1Authorizer"
 
 
 def _cap_error() -> type:
@@ -95,19 +103,30 @@ def capped(base: type) -> type:
             self._phase1_owners = {k: u for k, u in self._phase1_owners.items() if k in running}
             return [k for k, u in self._phase1_owners.items() if u == user]
 
+        def owner_of(self, kernel_id: str) -> str | None:
+            """Who a kernel belongs to (None: started without a session user, or still in a pool)."""
+            return self._phase1_owners.get(kernel_id)
+
+        def refuse_if_capped(self, user: str) -> None:
+            """HTTP 429 with the way out when ``user`` already runs the maximum of kernels."""
+            running = len(self.kernels_of(user))
+            if running >= self.max_kernels_per_user:
+                limits = KernelLimits(self.max_kernels_per_user, max(1, int(self.cull_idle_timeout) // 60))
+                self.log.warning("kernel refused for %s: %d running (limit %d)", user, running,
+                                 self.max_kernels_per_user)
+                raise cap_error(429, limits.refusal(running), reason="Too Many Kernels")
+
+        def assign_owner(self, kernel_id: str, user: str) -> None:
+            self._phase1_owners[kernel_id] = user
+
         async def start_kernel(self, *args: Any, kernel_id: str | None = None, **kwargs: Any) -> str:
             user = KERNEL_OWNER.get()
             new = kernel_id is None or kernel_id not in self
             if user is not None and new:
-                running = len(self.kernels_of(user))
-                if running >= self.max_kernels_per_user:
-                    limits = KernelLimits(self.max_kernels_per_user, max(1, int(self.cull_idle_timeout) // 60))
-                    self.log.warning("kernel refused for %s: %d running (limit %d)", user, running,
-                                     self.max_kernels_per_user)
-                    raise cap_error(429, limits.refusal(running), reason="Too Many Kernels")
+                self.refuse_if_capped(user)
             started = await super().start_kernel(*args, kernel_id=kernel_id, **kwargs)
             if user is not None and new:
-                self._phase1_owners[started] = user
+                self.assign_owner(started, user)
             return started
 
     Capped.__name__ = Capped.__qualname__ = "Phase1KernelManager"  # its config section: c.Phase1KernelManager
@@ -117,13 +136,49 @@ def capped(base: type) -> type:
 def _default_manager() -> type:
     from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 
-    return capped(AsyncMappingKernelManager)
+    from .preheat import pooled
+
+    return pooled(capped(AsyncMappingKernelManager))
+
+
+def _authorizer() -> type:
+    from jupyter_server.auth.authorizer import Authorizer
+
+    class Phase1Authorizer(Authorizer):
+        """Jupyter's authorizer with one rule more: a request naming a kernel (its websocket, its REST
+        routes) reaches it only as the kernel's owner; a kernel still in the pre-heated pool is nobody's to
+        reach. Kernels started without a session user (none under ``phase1 serve``) stay open to every admin,
+        as Jupyter has it."""
+
+        def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+            if resource != "kernels":
+                return True
+            kernel_id = getattr(handler, "kernel_id", None) or (getattr(handler, "path_kwargs", None)
+                                                                or {}).get("kernel_id")
+            if not kernel_id:
+                return True
+            manager = handler.settings.get("kernel_manager")
+            name = getattr(user, "username", None)
+            if manager is None or not hasattr(manager, "owner_of"):
+                return True
+            if hasattr(manager, "pool_kernel_ids") and kernel_id in manager.pool_kernel_ids():
+                handler.log.warning("refused %s access to pooled kernel %s", name, kernel_id)
+                return False
+            owner = manager.owner_of(kernel_id)
+            if owner is not None and owner != name:
+                handler.log.warning("refused %s access to kernel %s of %s", name, kernel_id, owner)
+                return False
+            return True
+
+    return Phase1Authorizer
 
 
 def __getattr__(name: str) -> Any:
-    """``Phase1KernelManager`` is built on first use (importing jupyter_server takes a while)."""
-    if name == "Phase1KernelManager":
-        cls = _default_manager()
+    """``Phase1KernelManager`` and ``Phase1Authorizer`` are built on first use (importing jupyter_server takes
+    a while)."""
+    builders = {"Phase1KernelManager": _default_manager, "Phase1Authorizer": _authorizer}
+    if name in builders:
+        cls = builders[name]()
         globals()[name] = cls
         return cls
     raise AttributeError(name)

@@ -3,11 +3,15 @@
 Every dashboard is one Voila notebook with its own kernel, so what one dashboard hands to the next
 (the validated project, the chosen ranges, the last run) lives in the shared store, keyed by user:
 the :class:`Workspace`. The identity comes from the server (``phase1 serve`` starts each kernel with
-the logged-in admin in its environment, see :data:`USER_ENVS`), so a dashboard never asks for credentials.
+the logged-in admin in its environment, see :data:`USER_ENVS`, or hands a pre-heated kernel its user, see
+:func:`session_user`), so a dashboard never asks for credentials.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,11 +28,45 @@ from ..workspace import Workspace
 #: HTTP_X_PHASE1_USER when configured with ``http_header_envs``), then PHASE1_USER for a kernel started by hand.
 USER_ENVS = settings.USER_ENVS
 USER_ENV = "PHASE1_USER"
+HANDOFF_ENV = settings.HANDOFF_ENV
+#: Seconds between two looks at the hand-off file while a pre-heated kernel waits for its user.
+HANDOFF_POLL_S = 0.01
 
 
 def default_home(env: Mapping[str, str] | None = None) -> Path:
     """PHASE1_HOME, else its one documented default (phase1lib.settings), as the CLI and the server use."""
     return settings.get(env).home
+
+
+def session_user(env: Mapping[str, str] | None = None, timeout_s: float | None = None) -> str | None:
+    """The logged-in user this kernel acts for.
+
+    A pre-heated kernel (``PHASE1_HANDOFF`` set, started before anyone logged in) waits here until the server
+    hands it to a request and writes that session's user to its hand-off file; nothing the dashboard shows is
+    built before. The name then becomes ``HTTP_X_PHASE1_USER`` of the kernel, as for a kernel started for a
+    request, and the hand-off is forgotten. Otherwise the first of :data:`USER_ENVS` that is set.
+    """
+    live = env is None
+    env = os.environ if env is None else env
+    handoff = (env.get(HANDOFF_ENV) or "").strip()
+    if handoff:
+        path = Path(handoff)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if not path.exists():  # tell the server this kernel is ready (it heats the next one)
+            Path(handoff + ".waiting").touch()
+        while not path.exists():
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            time.sleep(HANDOFF_POLL_S)
+        user = str(json.loads(path.read_text(encoding="utf-8")).get("user") or "").strip() or None
+        path.unlink(missing_ok=True)
+        if live:
+            os.environ.pop(HANDOFF_ENV, None)
+            os.environ.pop(USER_ENV, None)  # never the server's fallback: the session's user only
+            if user:
+                os.environ[USER_ENVS[0]] = user
+        return user
+    return settings.get(env).kernel_user
 
 
 @dataclass
@@ -40,10 +78,17 @@ class AppContext:
     user: str | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> AppContext:
-        """The served context: the configured store, PHASE1_HOME and the kernel's user (:data:`USER_ENVS`)."""
-        config = settings.get(env)
-        return cls(store=open_store(env), home=config.home, user=config.kernel_user)
+    def from_env(cls, env: Mapping[str, str] | None = None, warm: type | None = None) -> AppContext:
+        """The served context: the configured store, PHASE1_HOME and the kernel's user (:data:`USER_ENVS`).
+
+        In a pre-heated kernel still waiting for its user, the dashboard class ``warm`` is first built once on a
+        scratch store with no user and thrown away (first-use costs paid before anyone waits; nothing of it is
+        shown or kept), then the kernel waits for its user.
+        """
+        if warm is not None and (os.environ if env is None else env).get(HANDOFF_ENV):
+            warm_up(warm)
+        user = session_user(env)  # a pre-heated kernel waits here for the request's user
+        return cls(store=open_store(env), home=settings.get(env).home, user=user)
 
     @property
     def workspace(self) -> Workspace:
@@ -85,3 +130,28 @@ def _app_env() -> str:
 def request_id() -> str:
     """A request id for audit entries of dashboard actions."""
     return f"ui-{uuid.uuid4().hex[:12]}"
+
+
+def warm_up(dashboard: type) -> None:
+    """Build ``dashboard`` once on an empty scratch store, without a user, and close every widget it made."""
+    import tempfile
+
+    from ipywidgets.widgets.widget import _instances
+
+    from ..store import SQLiteStore
+
+    before = set(_instances)
+    with tempfile.TemporaryDirectory(prefix="phase1-warm-") as folder:
+        store = SQLiteStore(Path(folder) / "warm.db")
+        try:
+            dashboard(AppContext(store=store, home=Path(folder), user=None))
+        except Exception:  # a warm-up is only a cache fill: the real build after the hand-off reports errors
+            pass
+        finally:
+            close = getattr(store, "close", None)
+            if close:
+                close()
+    for key in set(_instances) - before:
+        widget = _instances.get(key)
+        if widget is not None:
+            widget.close()

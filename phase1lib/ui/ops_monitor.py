@@ -35,9 +35,42 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+#: Audit fields shown in their own columns; any other field of an entry is listed under Details.
+_AUDIT_COLUMNS = ("at", "actor", "action", "target", "old", "new", "reason", "request_id")
+_DETAIL_LABELS = {"user": "user", "client_addr": "address", "lock_s": "locked for", "sha256": "sha256",
+                  "source": "chosen by"}
+
+
+def _detail(name: str, value: Any) -> str:
+    if name == "lock_s" and isinstance(value, int | float):
+        return f"locked for {value / 60:g} min"
+    if name == "sha256" and isinstance(value, str):
+        return f"sha256 {value[:12]}…"
+    return f"{_DETAIL_LABELS.get(name, name)} {_short(value)}"
+
+
+def audit_target(e: Mapping[str, Any]) -> str:
+    """The target as a reader needs it: a lockout names the user or the address it locked."""
+    target = e.get("target")
+    if e.get("action") == "auth.lockout":
+        if target == "user":
+            return f"user {_short(e.get('user'))}"
+        if target == "addr":
+            return f"address {_short(e.get('client_addr'))}"
+    return _short(target) if target else DASH
+
+
 def audit_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
-    return [[timestamp(e.get("at")), esc(e.get("actor", "")), esc(e.get("action", "")), esc(e.get("target") or DASH),
-             esc(_short(e.get("old"))), esc(_short(e.get("new"))), esc(e.get("reason") or DASH)] for e in entries]
+    """One row per audit entry; fields beyond the columns (a lockout's user, address and duration) as Details."""
+    rows = []
+    for e in entries:
+        extra = [k for k in e if k not in _AUDIT_COLUMNS and e[k] is not None]
+        ordered = [k for k in _DETAIL_LABELS if k in extra] + sorted(k for k in extra if k not in _DETAIL_LABELS)
+        details = " · ".join(_detail(k, e[k]) for k in ordered)
+        rows.append([timestamp(e.get("at")), esc(e.get("actor", "")), esc(e.get("action", "")), esc(audit_target(e)),
+                     esc(_short(e.get("old"))), esc(_short(e.get("new"))), esc(e.get("reason") or DASH),
+                     esc(details or DASH)])
+    return rows
 
 
 def run_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
@@ -133,8 +166,8 @@ class OpsMonitorDashboard:
             for c in st["checks"]], left=(0, 2, 3))
         self._show_canary(st["canary"])
         self._show_flags(ops.get_flags(self.ctx.store))
-        self.audit.value = grid_table(["When", "Actor", "Action", "Target", "Old", "New", "Reason"],
-                                      audit_rows(ops.list_audit(self.ctx.store, AUDIT_ROWS)), left=range(7),
+        self.audit.value = grid_table(["When", "Actor", "Action", "Target", "Old", "New", "Reason", "Details"],
+                                      audit_rows(ops.list_audit(self.ctx.store, AUDIT_ROWS)), left=range(8),
                                       empty="No audit entries yet.")
         self.runs.value = grid_table(["Created", "Project", "Permutations", "Latency", "Ruleset", "Run"],
                                      run_rows(self.ctx.store.list_runs(RUN_ROWS)), left=(0, 1, 4, 5),
@@ -277,4 +310,4 @@ def _check_value(check: Mapping[str, Any]) -> str:
 
 def ops_monitor_dashboard(ctx: AppContext | None = None) -> widgets.Widget:
     """The Ops Monitor page for Voila (``ctx`` defaults to the served context)."""
-    return OpsMonitorDashboard(ctx or AppContext.from_env()).widget
+    return OpsMonitorDashboard(ctx or AppContext.from_env(warm=OpsMonitorDashboard)).widget

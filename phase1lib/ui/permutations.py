@@ -20,7 +20,7 @@ from ..pricing import MARKET
 from ..project import Project, validate_project
 from ..ranges import ALIASES, KEY_SPECS, Grid, KeySpec, check_guardrail, max_permutations, parse_ranges
 from ..ruleset import STABLE_VERSION, Ruleset
-from .components import Notice, heading, page
+from .components import Notice, heading, page, shared_layout
 from .context import AppContext
 from .format import esc, number, pct, ratio
 
@@ -93,8 +93,8 @@ class KeyEditor:
         label = LABELS.get(self.key, self.key) + (" *" if spec.default is None else "")
         hint = " · mezz on" if spec.mezz and self.key != "mezz_dscr" else ""
         self.label = widgets.HTML(f'<span title="{esc(self.key)}">{esc(label)}</span>'
-                                  f'<span class="p1-muted">{esc(hint)}</span>', layout=widgets.Layout(width="170px"))
-        self.message = widgets.HTML(layout=widgets.Layout(width="300px"))
+                                  f'<span class="p1-muted">{esc(hint)}</span>', layout=shared_layout(width="170px"))
+        self.message = widgets.HTML(layout=shared_layout(width="300px"))
         self.default_text = self._default_text(project)
         self.numeric = spec.kind in ("int", "float")
         if self.numeric:
@@ -102,12 +102,14 @@ class KeyEditor:
                                               tooltips=["values separated by commas", "min, max and step"],
                                               style={"button_width": "58px"}, layout=widgets.Layout(width="130px"))
             self.list_text = widgets.Text(placeholder=self.default_text, layout=widgets.Layout(width="300px"))
-            self.bounds = [widgets.Text(placeholder=p, layout=widgets.Layout(width="62px"))
+            self.list_text.add_class(f"p1-key-{self.key}")  # stable handles for browser tests
+            self.mode.add_class(f"p1-mode-{self.key}")
+            self.bounds = [widgets.Text(placeholder=p, layout=shared_layout(width="62px"))
                            for p in ("min", "max", "step")]
             parts: list[widgets.Widget] = []
             for word, box in zip(("from", "to", "step"), self.bounds, strict=True):
                 parts += [widgets.HTML(f'<span class="p1-muted">{word}</span>',
-                                       layout=widgets.Layout(margin="0 3px 0 4px")), box]
+                                       layout=shared_layout(margin="0 3px 0 4px")), box]
             self.range_box = widgets.HBox(parts, layout=widgets.Layout(width="300px", display="none",
                                                                        align_items="center"))
             self.input = widgets.HBox([self.list_text, self.range_box])
@@ -118,7 +120,7 @@ class KeyEditor:
                                      layout=widgets.Layout(width="130px"))
             choices = (True, False) if spec.kind == "bool" else spec.choices
             self.checks = [widgets.Checkbox(value=False, description=value_text(self.key, c), indent=False,
-                                            layout=widgets.Layout(width="auto", margin="0 8px 0 0"))
+                                            layout=shared_layout(width="auto", margin="0 8px 0 0"))
                            for c in choices]
             self.choices = list(choices)
             self._order = list(choices)
@@ -237,9 +239,14 @@ class PermutationsDashboard:
         self.use_button = widgets.Button(description="Use these ranges", button_style="primary", icon="check",
                                          layout=widgets.Layout(width="170px"))
         self.use_button.on_click(lambda _b: self.use())
+        self.clear_button = widgets.Button(description="Clear keys", icon="eraser", tooltip="empty every key (each "
+                                           "takes its default) and start from custom ranges",
+                                           layout=widgets.Layout(width="130px"))
+        self.clear_button.on_click(lambda _b: self.clear())
         self.grid: Grid | None = None
         self.errors: dict[str, str] = {}
         self._filling = False
+        self._preset_grid: dict[str, Any] | None = None  # the chosen preset's grid, to notice an edit
         for editor in self.editors.values():
             for w in editor.value_widgets():
                 w.observe(self._on_change, names="value")
@@ -264,7 +271,8 @@ class PermutationsDashboard:
         sample = widgets.VBox([widgets.HBox([self.sample_on, self.sample_size],
                                             layout=widgets.Layout(align_items="center")), self.sample_note])
         side = widgets.VBox([heading("Cardinality"), self.cardinality, self.guardrail, sample,
-                             widgets.HBox([self.use_button], layout=widgets.Layout(margin="8px 0 0 0"))],
+                             widgets.HBox([self.use_button, self.clear_button],
+                                          layout=widgets.Layout(margin="8px 0 0 0", grid_gap="8px"))],
                             layout=widgets.Layout(width="340px", margin="0 0 0 24px"))
         left = widgets.VBox([widgets.HTML(f'<span class="p1-muted">{who}</span>'),
                              widgets.HBox([self.preset], layout=widgets.Layout(margin="6px 0 0 0")),
@@ -286,6 +294,7 @@ class PermutationsDashboard:
                 self.preset.value = ws["preset"]
                 self._filling = False
                 self._describe_preset()
+                self._preset_grid = self._grid_of_preset(ws["preset"])
             if ws.get("sample"):
                 self.sample_on.value, self.sample_size.value = True, int(ws["sample"])
         self.check()
@@ -309,6 +318,17 @@ class PermutationsDashboard:
             self.notice.warn(f"Ignored unknown range keys: {', '.join(unknown)}")
         self.check()
 
+    def clear(self) -> None:
+        """Empty every key (the defaults apply) and forget the preset: custom ranges from scratch."""
+        self._filling = True
+        try:
+            self.preset.value = ""
+        finally:
+            self._filling = False
+        self._preset_grid = None
+        self._describe_preset()
+        self.fill({})
+
     def choose_preset(self, name: str) -> None:
         """Pick a preset: its ranges fill the editors."""
         self.preset.value = name
@@ -317,6 +337,7 @@ class PermutationsDashboard:
         if self._filling:
             return
         self._describe_preset()
+        self._preset_grid = None
         if change["new"]:
             written_for = self.presets[change["new"]].get("ruleset")
             if written_for and written_for in [v for _label, v in self.ruleset.options]:
@@ -326,6 +347,30 @@ class PermutationsDashboard:
                                  "in the dashboards (the canary has not rolled it out): its ranges are shown, "
                                  "but they need that ruleset.")
             self.fill(preset_ranges(change["new"]))
+            self._preset_grid = self._grid_of_preset(change["new"])
+
+    def _grid_of_preset(self, name: str) -> dict[str, Any] | None:
+        try:
+            return parse_ranges(preset_ranges(name), self.project, self.chosen_ruleset()).to_dict()
+        except Phase1Error:
+            return None
+
+    def _sync_preset(self) -> None:
+        """Once the ranges no longer are the chosen preset's, the picker says "custom" (naming the preset they
+        came from), so that choosing the preset again resets them."""
+        name = self.preset.value
+        if not name or self._preset_grid is None:
+            return
+        if self.grid is not None and self.grid.to_dict() == self._preset_grid:
+            return
+        self._filling = True
+        try:
+            self.preset.value = ""
+        finally:
+            self._filling = False
+        self._preset_grid = None
+        self.preset_text.value = (f'<span class="p1-muted">Edited from preset {esc(name)}: custom ranges now; '
+                                  f"choose {esc(name)} again to reset them.</span>")
 
     def _describe_preset(self) -> None:
         p = self.presets.get(self.preset.value)
@@ -334,6 +379,7 @@ class PermutationsDashboard:
     def _on_change(self, _change: dict[str, Any]) -> None:
         if not self._filling:
             self.check()
+            self._sync_preset()
 
     def sample(self) -> int | None:
         return int(self.sample_size.value) if self.sample_on.value else None
@@ -442,5 +488,5 @@ def load_ruleset_priced(ctx: AppContext, version: str) -> bool:
 
 def permutations_dashboard(ctx: AppContext | None = None) -> widgets.Widget:
     """The Permutations page for Voila (``ctx`` defaults to the served context)."""
-    return PermutationsDashboard(ctx or AppContext.from_env()).widget
+    return PermutationsDashboard(ctx or AppContext.from_env(warm=PermutationsDashboard)).widget
 

@@ -20,7 +20,7 @@ from ..errors import Phase1Error
 from ..project import COUNTRY_CURRENCY, SPECS, Derived, Project, derive, field_spec, validate_project
 from ..ruleset import load_ruleset
 from ..samples import project_samples
-from .components import DownloadLink, Notice, heading, kv_table, page
+from .components import DownloadLink, Notice, heading, kv_table, page, shared_layout
 from .context import AppContext
 from .format import esc, field_value, money, number, pct, ratio
 
@@ -109,16 +109,16 @@ class FieldRow:
         self.name = name
         self.spec = field_spec(name)
         self.input = self._make_input()
-        self.unit = widgets.HTML(layout=widgets.Layout(width="140px"))
+        self.unit = widgets.HTML(layout=shared_layout(width="140px"))
         self.show_unit(None)
-        self.message = widgets.HTML(layout=widgets.Layout(width="300px"))
+        self.message = widgets.HTML(layout=shared_layout(width="300px"))
         required = " *" if self.spec["required"] else ""
         self.label = widgets.HTML(f'<span title="{esc(name)}">{esc(self.spec["label"])}{required}</span>',
-                                  layout=widgets.Layout(width="170px"))
+                                  layout=shared_layout(width="170px"))
         self.error: str | None = None
 
     def _make_input(self) -> widgets.Widget:
-        spec, layout = self.spec, widgets.Layout(width="160px")
+        spec, layout = self.spec, shared_layout(width="160px")
         if spec["choices"]:
             options: list[Any] = [(str(c) if not isinstance(c, int) else f"{c} ({PERIOD_NAMES.get(c, '')})", c)
                                   for c in spec["choices"]]
@@ -131,7 +131,9 @@ class FieldRow:
             placeholder = DERIVED_DEFAULTS[self.name]
         else:
             placeholder = f"default {number_text(spec['default'], spec['unit'])}"
-        return widgets.Text(placeholder=placeholder, layout=layout, continuous_update=True)
+        box = widgets.Text(placeholder=placeholder, layout=layout, continuous_update=True)
+        box.add_class(f"p1-field-{self.name}")  # a stable handle for browser tests
+        return box
 
     def widgets(self) -> list[widgets.Widget]:
         return [self.label, self.input, self.unit, self.message]
@@ -389,4 +391,4 @@ class ProjectsDashboard:
 
 def projects_dashboard(ctx: AppContext | None = None) -> widgets.Widget:
     """The Projects page for Voila (``ctx`` defaults to the served context)."""
-    return ProjectsDashboard(ctx or AppContext.from_env()).widget
+    return ProjectsDashboard(ctx or AppContext.from_env(warm=ProjectsDashboard)).widget

@@ -216,5 +216,5 @@ class RunDashboard:
 
 def run_dashboard(ctx: AppContext | None = None) -> widgets.Widget:
     """The Run page for Voila (``ctx`` defaults to the served context)."""
-    return RunDashboard(ctx or AppContext.from_env()).widget
+    return RunDashboard(ctx or AppContext.from_env(warm=RunDashboard)).widget
 
