@@ -140,7 +140,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench(url: str, admins: list[dict[str, str]] | None, clients: int, duration: float, preset: str,
-          vary_seed: bool) -> dict[str, Any]:
+          vary_seed: bool, round_index: int = 0) -> dict[str, Any]:
+    """One round of ``clients`` clients for ``duration`` seconds. With ``vary_seed`` every request of every
+    client and every round has its own seed (a repeated seed would be answered by the run cache)."""
     sessions = []
     for i in range(clients):
         client = Client(url)
@@ -159,7 +161,7 @@ def bench(url: str, admins: list[dict[str, str]] | None, clients: int, duration:
     def worker(index: int, client: Client) -> None:
         n = 0
         while time.monotonic() < deadline:
-            seed = 1_000_000 * (index + 1) + n if vary_seed else 424242
+            seed = 1_000_000_000 * (round_index + 1) + 1_000_000 * (index + 1) + n if vary_seed else 424242
             n += 1
             started = time.perf_counter()
             try:
@@ -275,8 +277,8 @@ def measure(tmp: Path, args: argparse.Namespace, processes: int | None) -> list[
             url, admins = args.url.rstrip("/"), None
         else:
             proc, url, admins = start_server(tmp, args.clients, args.run_workers, processes)
-        return [bench(url, admins, args.clients, args.duration, args.preset, not args.same_seed)
-                for _ in range(args.repeats)]
+        return [bench(url, admins, args.clients, args.duration, args.preset, not args.same_seed, round_index)
+                for round_index in range(args.repeats)]
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)

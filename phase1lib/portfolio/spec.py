@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import settings
-from ..defaults import DEFAULT_TOPN
+from ..defaults import DEFAULT_TOPN, MAX_SEED
 from ..errors import FieldError, GuardrailError, InputError, Phase1Error
 from ..presets import preset_names, preset_ranges
 from ..project import Project, read_json_file, validate_project
@@ -32,7 +32,6 @@ from ..text import text_problem
 
 #: Most projects one portfolio may hold (a fund's pipeline is tens of projects).
 MAX_PROJECTS = 500
-MAX_SEED = 2**63 - 1
 OPTION_FIELDS = ("ranges", "preset", "ruleset", "seed", "topn", "sample")
 PROJECT_FIELDS = ("project", *OPTION_FIELDS)
 TOP_FIELDS = ("title", "defaults", "projects")

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from .. import __version__
+from ..defaults import MAX_SEED
 from ..ops import FLAGS
 from ..project import SPECS
 from ..ranges import KEY_SPECS
@@ -78,7 +79,7 @@ def bodies() -> dict[str, dict[str, Any]]:
     """Request body schemas by the route table's ``body`` name."""
     project = project_schema()
     ruleset = {"type": "string", "description": "v1, v2 or a registered candidate"}
-    seed = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+    seed = {"type": "integer", "minimum": 0, "maximum": MAX_SEED}
     run = {"type": "object", "additionalProperties": False,
            "properties": {"ranges": ranges_schema(), "preset": {"type": "string"}, "project": project,
                           "seed": seed, "topn": {"type": "integer", "minimum": 1, "maximum": 1000},

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ... import service
-from ...defaults import DEFAULT_TOPN
+from ...defaults import DEFAULT_TOPN, MAX_SEED
 from ...engine.runner import RunResult
 from ...errors import BusyError, FieldError, InputError, NotFoundError
 from ...presets import preset_ranges, preset_ruleset
@@ -18,7 +18,6 @@ from ...ranges import precheck_guardrail
 from ...workspace import Workspace
 from .base import Phase1Handler, unknown_fields
 
-MAX_SEED = 2**63 - 1
 RUN_FIELDS = ("seed", "topn", "ranges", "preset", "project", "sample", "ruleset")
 
 
