@@ -1,6 +1,6 @@
 """Where an engine run's time goes (not a test): pyinstrument over one run of issue 17's 214,272-permutation London
 grid, after a warm-up run, in a fresh process. Prints the call tree below ``run`` (calls of 2 % of the run or more)
-and the functions with the most own time, as shares of the run; docs/performance.md quotes them ("Profile").
+and the functions with the most own time, as shares of the run; docs/performance.md quotes them ("Where the time goes").
 
     .venv/bin/python benchmarks/profile_engine.py                 # v1 grid, 1 worker
     .venv/bin/python benchmarks/profile_engine.py --ruleset v2    # the same grid with "market" coupons

@@ -71,6 +71,8 @@ class Settings:
     c_compiler: str | None = None
     jupyter_path: tuple[str, ...] = ()
     kernel_user: str | None = None
+    #: A pre-heated kernel's hand-off file (PHASE1_HANDOFF; None in every other process).
+    handoff: Path | None = None
     dask_scheduler: str | None = None
     dask_connect_timeout_s: float = 10.0
     dask_task_timeout_s: float = 300.0
@@ -118,6 +120,7 @@ class Settings:
             c_compiler=env.get("CC") or None,
             jupyter_path=tuple(x for x in (env.get("JUPYTER_PATH") or "").split(os.pathsep) if x),
             kernel_user=next((v for n in USER_ENVS if (v := (env.get(n) or "").strip())), None),
+            handoff=Path(env[HANDOFF_ENV].strip()) if (env.get(HANDOFF_ENV) or "").strip() else None,
             dask_scheduler=(env.get("PHASE1_DASK_SCHEDULER") or "").strip() or None,
             dask_connect_timeout_s=p.positive("PHASE1_DASK_CONNECT_TIMEOUT", 10.0),
             dask_task_timeout_s=p.positive("PHASE1_DASK_TASK_TIMEOUT", 300.0),
@@ -229,3 +232,18 @@ def limit_threads(threads: int) -> None:
     before those libraries are imported."""
     for name in THREAD_ENVS:
         os.environ[name] = str(threads)
+
+
+def kernel_environment() -> dict[str, str]:
+    """The server's environment for a pre-heated kernel: all of it but the identity variables (USER_ENVS), so a
+    kernel started before anyone logged in carries no user."""
+    return {k: v for k, v in os.environ.items() if k not in USER_ENVS}
+
+
+def adopt_user(user: str | None) -> None:
+    """A pre-heated kernel takes its session's user: the hand-off is forgotten and the user becomes the kernel's
+    HTTP_X_PHASE1_USER, as for a kernel started for a request (never the server's PHASE1_USER fallback)."""
+    for name in (HANDOFF_ENV, *USER_ENVS):
+        os.environ.pop(name, None)
+    if user:
+        os.environ[USER_ENVS[0]] = user

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..settings import HANDOFF_ENV, USER_ENVS
+from ..settings import HANDOFF_ENV, kernel_environment
 
 #: Notebook metadata a dashboard sets to be pre-heated: it waits for its user before building anything.
 METADATA_KEY = "phase1"
@@ -243,7 +243,7 @@ def pooled(base: type) -> type:
                 if not wants_preheat(renderer.notebook):
                     raise RuntimeError(f"{notebook} does not wait for its user (metadata phase1.preheat)")
                 handoff = self._pool.handoff_dir / f"{secrets.token_hex(16)}.json"
-                env = {k: v for k, v in os.environ.items() if k not in USER_ENVS}  # no identity in a pooled kernel
+                env = kernel_environment()  # no identity in a pooled kernel
                 env.update({ENV_VARIABLE.VOILA_PREHEAT: "True", ENV_VARIABLE.VOILA_BASE_URL: v["base_url"],
                             ENV_VARIABLE.VOILA_SERVER_URL: v["settings"].get("server_url", "/"),
                             HANDOFF_ENV: str(handoff)})

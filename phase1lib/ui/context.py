@@ -10,7 +10,6 @@ the logged-in admin in its environment, see :data:`USER_ENVS`, or hands a pre-he
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -46,25 +45,20 @@ def session_user(env: Mapping[str, str] | None = None, timeout_s: float | None =
     built before. The name then becomes ``HTTP_X_PHASE1_USER`` of the kernel, as for a kernel started for a
     request, and the hand-off is forgotten. Otherwise the first of :data:`USER_ENVS` that is set.
     """
-    live = env is None
-    env = os.environ if env is None else env
-    handoff = (env.get(HANDOFF_ENV) or "").strip()
-    if handoff:
-        path = Path(handoff)
+    config = settings.get(env)
+    if config.handoff is not None:
+        path = config.handoff
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         if not path.exists():  # tell the server this kernel is ready (it heats the next one)
-            Path(handoff + ".waiting").touch()
+            path.with_name(path.name + ".waiting").touch()
         while not path.exists():
             if deadline is not None and time.monotonic() > deadline:
                 return None
             time.sleep(HANDOFF_POLL_S)
         user = str(json.loads(path.read_text(encoding="utf-8")).get("user") or "").strip() or None
         path.unlink(missing_ok=True)
-        if live:
-            os.environ.pop(HANDOFF_ENV, None)
-            os.environ.pop(USER_ENV, None)  # never the server's fallback: the session's user only
-            if user:
-                os.environ[USER_ENVS[0]] = user
+        if env is None:  # this process: the session's user from now on, the hand-off forgotten
+            settings.adopt_user(user)
         return user
     return settings.get(env).kernel_user
 
@@ -85,7 +79,7 @@ class AppContext:
         scratch store with no user and thrown away (first-use costs paid before anyone waits; nothing of it is
         shown or kept), then the kernel waits for its user.
         """
-        if warm is not None and (os.environ if env is None else env).get(HANDOFF_ENV):
+        if warm is not None and settings.get(env).handoff is not None:
             warm_up(warm)
         user = session_user(env)  # a pre-heated kernel waits here for the request's user
         return cls(store=open_store(env), home=settings.get(env).home, user=user)

@@ -20,8 +20,7 @@ from ..pricing import MARKET
 from ..project import Project
 from ..ruleset import load_ruleset
 from ..samples import sample_path
-from .charts import axis_money
-from .format import TIER_COLOURS
+from .format import TIER_COLOURS, axis_money
 
 #: The levers of the sensitivity notebook and the values swept (around the current preset's grid).
 LEVERS: dict[str, list[Any]] = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 from typing import Any
 
 from ..engine.gates import TIERS
@@ -142,3 +143,9 @@ def field_value(value: Any, unit: str, currency: str | None) -> str:
     if unit == "MW":
         return f"{number(value, 1)} MW"
     return ""
+
+
+def axis_money(value: float, currency: str) -> str:
+    """A tick label: compact money without trailing decimals (£250m, £1.5bn, £0)."""
+    text = money(value, currency, compact=True, dp=2)
+    return re.sub(r"\.?0+(?=(bn|m|k)$)", "", text)

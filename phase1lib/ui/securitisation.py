@@ -8,7 +8,6 @@ the selected structure's detail (KPIs, gates, hints, repo, stress grid, Monte Ca
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,229 +17,29 @@ import numpy as np
 import polars as pl
 
 from .. import service
-from ..engine import RunResult, schedule
+from ..engine import RunCancelled, RunResult, schedule
 from ..engine.render import structure_of
 from ..engine.structure import evaluate_points
 from ..errors import Phase1Error
-from ..pricing import MARKET
 from ..project import Project, derive, parse_project
 from . import charts, compare, nearmiss
-from .components import (
-    BadRecords,
-    Column,
-    DownloadLink,
-    Notice,
-    SortableTable,
-    grid_table,
-    heading,
-    kv_table,
-    page,
-)
+from .background import BackgroundTask
+from .components import BadRecords, DownloadLink, Notice, SortableTable, heading, kv_table, page
 from .context import AppContext
-from .format import TIER_ORDER, esc, money, pct, ratio, seconds, tier_badge, years
+from .format import TIER_ORDER, esc, money, seconds, tier_badge
 from .run import run_label, tier_counts_html
-
-STRESS_LABELS = {"cpi_0": "CPI 0%", "cpi_1_8": "CPI 1.8%", "cpi_2_5": "CPI 2.5%", "cpi_3_5": "CPI 3.5%",
-                 "cpi_spike_6": "CPI spike 6% (yrs 1-3)", "rent_minus_10": "Rent −10%", "opex_plus_10": "Opex +10%"}
-
-
-def _k(row: Mapping[str, Any], name: str) -> Any:
-    return row["kpis"].get(name)
-
-
-def _s(row: Mapping[str, Any], name: str) -> Any:
-    return row["structure"].get(name)
-
-
-def profile_text(r: Mapping[str, Any]) -> str:
-    """Amortisation profile plus its options: 'sculpted', 'bullet + wrap + mezz'."""
-    extras = [name for name, on in (("wrap", _s(r, "wrap")), ("mezz", _s(r, "mezz_on"))) if on]
-    return " + ".join([str(_s(r, "senior_amort")), *extras])
-
-
-def hedge_text(r: Mapping[str, Any]) -> str:
-    """Indexation mode and ZCIS tenor: 'capped · 10y', 'flat · no hedge'."""
-    mode = "capped" if _s(r, "indexation_mode") == "CPI_capped" else str(_s(r, "indexation_mode"))
-    zcis = _s(r, "zcis_tenor_years")
-    return f"{mode} · {zcis}y" if zcis else f"{mode} · no hedge"
-
-
-def coupon_used(r: Mapping[str, Any]) -> Any:
-    """The coupon a row pays: the number used (v2 KPI senior_coupon), else the structure's coupon (v1)."""
-    used = _k(r, "senior_coupon")
-    return used if used is not None else _s(r, "senior_coupon")
-
-
-def coupon_text(r: Mapping[str, Any]) -> str:
-    """'6.00% mkt' for a market-priced note, '5.50%' for an offered coupon (v2 shows the market beside it)."""
-    text = pct(coupon_used(r))
-    return f"{text} mkt" if _s(r, "senior_coupon") == MARKET else text
-
-
-def top_columns(currency: str) -> list[Column]:
-    """The Top-N table's columns: tier, value, terms, then the KPIs that qualify a structure (every header
-    in full: ~1,320 px, the near misses beside it on a 1,920 px screen)."""
-    def m(name: str, label: str) -> Column:
-        return Column(name, label, lambda r: money(_k(r, name), currency, compact=True, dp=2),
-                      lambda r: _k(r, name), "112px")
-
-    def num(name: str, label: str, fmt: Any, width: str, structure: bool = False) -> Column:
-        get = _s if structure else _k
-        return Column(name, label, lambda r: fmt(get(r, name)), lambda r: get(r, name), width)
-
-    return [
-        Column("tier", "Tier", lambda r: tier_badge(_k(r, "tier")),
-               lambda r: TIER_ORDER.index(_k(r, "tier")) if _k(r, "tier") in TIER_ORDER else None, "84px", "left"),
-        m("day_one_value", "Day-one value"),
-        m("senior_amount", "Senior"),
-        num("senior_tenor", "Tenor", years, "64px", structure=True),
-        Column("senior_coupon", "Coupon", lambda r: esc(coupon_text(r)), coupon_used, "86px"),
-        num("senior_dscr", "DSCR tgt", ratio, "80px", structure=True),
-        num("min_dscr", "Min DSCR", ratio, "84px"),
-        Column("profile", "Profile", lambda r: esc(profile_text(r)), profile_text, "130px", "left"),
-        Column("hedge", "Index · ZCIS", lambda r: esc(hedge_text(r)), hedge_text, "110px", "left"),
-        num("wal_years", "WAL", years, "72px"),
-        num("ltv", "LTV", lambda v: pct(v, 1), "62px"),
-        num("wacd", "WACD", pct, "66px"),
-        num("equity_irr", "Equity IRR", lambda v: pct(v, 1), "90px"),
-        Column("senior_rating", "Rating", lambda r: esc(_k(r, "senior_rating") or "–"),
-               lambda r: _k(r, "senior_rating"), "62px", "left"),
-        Column("repo_eligible", "Repo", lambda r: "✓" if _k(r, "repo_eligible") else "–",
-               lambda r: int(bool(_k(r, "repo_eligible"))), "50px", "left"),
-    ]
-
-
-def terms_rows(structure: Mapping[str, Any], kpis: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
-    """The structure's terms as label / value pairs (v2: the market coupon beside the offered one)."""
-    s, k = structure, kpis or {}
-    if s["senior_coupon"] == MARKET:
-        coupon = f"market: {pct(k.get('senior_coupon'))}"
-    elif k.get("market_coupon") is not None:
-        coupon = f"{pct(s['senior_coupon'])} offered (market {pct(k['market_coupon'])})"
-    else:
-        coupon = pct(s["senior_coupon"])
-    rows = [("Senior tenor", years(s["senior_tenor"])), ("Senior coupon", esc(coupon)),
-            ("DSCR target", ratio(s["senior_dscr"])), ("Amortisation", esc(s["senior_amort"])),
-            ("Indexation", esc(s["indexation_mode"])),
-            ("ZCIS tenor", "no hedge" if not s["zcis_tenor_years"] else years(s["zcis_tenor_years"])),
-            ("Interest-only", f"{s['io_months']} months"), ("Wrap", "yes" if s["wrap"] else "no"),
-            ("Mezzanine", "yes" if s["mezz_on"] else "no")]
-    if s["mezz_on"]:
-        rows += [("Mezz coupon", pct(s["mezz_coupon"])), ("Mezz DSCR", ratio(s["mezz_dscr"])),
-                 ("Mezz tenor", years(s["mezz_tenor"])), ("Mezz profile", esc(s["mezz_amort"]))]
-    rows.append(("Sidecar haircut", pct(s["sidecar_haircut_pct"], 1)))
-    return rows
-
-
-def kpi_rows(k: Mapping[str, Any], currency: str) -> list[tuple[str, str]]:
-    """The structure's KPIs (METHODOLOGY section 7) as label / value pairs."""
-    def c(name: str) -> str:
-        return money(k.get(name), currency)
-
-    return [("Day-one value", f"<b>{c('day_one_value')}</b>"), ("Senior amount", c("senior_amount")),
-            ("Senior all-in rate", pct(k.get("senior_rate"), 3)), ("Senior rating", esc(k.get("senior_rating") or "–")),
-            ("Binding constraint", esc(k.get("binding_constraint") or "–")), ("Mezz amount", c("mezz_amount")),
-            ("Mezz rate", pct(k.get("mezz_rate"))), ("Sidecar (gross)", c("sidecar_gross")),
-            ("Sidecar (net)", c("sidecar_net")), ("DSRA", c("dsra_amount")),
-            ("Equity required", c("equity_required")), ("Min DSCR", ratio(k.get("min_dscr"))),
-            ("Avg DSCR", ratio(k.get("avg_dscr"))), ("LLCR", ratio(k.get("llcr"))),
-            ("WAL", years(k.get("wal_years"), 2)), ("LTV", pct(k.get("ltv"), 1)),
-            ("Advance factor", pct(k.get("advance_factor"), 1)), ("WACD", pct(k.get("wacd"), 3)),
-            ("Total interest", c("total_interest")), ("Equity IRR", pct(k.get("equity_irr")))]
-
-
-def gates_html(k: Mapping[str, Any]) -> str:
-    """Gate A / B verdicts with every failure, the near-miss hint and repo eligibility."""
-    parts = []
-    for gate, name in (("gate_a", "Gate A (feasibility)"), ("gate_b", "Gate B (credit)")):
-        fails = k.get(gate) or []
-        if not fails:
-            parts.append(f'<div><span class="p1-msg-ok">✓</span> {esc(name)}: passed</div>')
-        else:
-            items = "".join(f"<li>{esc(f['check'])}: {esc(f['value'])} vs {esc(f['threshold'])}"
-                            f"{' · ' + esc(f['hint']) if f.get('hint') else ''}</li>" for f in fails)
-            parts.append(f'<div><span class="p1-msg-error">✗</span> {esc(name)}: {len(fails)} failed<ul>{items}</ul>'
-                         "</div>")
-    if k.get("hint"):
-        parts.append(f'<div class="p1-notice p1-notice-info">Hint: {esc(k["hint"])}</div>')
-    if k.get("repo_eligible"):
-        parts.append('<div><span class="p1-msg-ok">✓</span> Repo eligible</div>')
-    else:
-        reasons = "".join(f"<li>{esc(r)}</li>" for r in k.get("repo_reasons") or [])
-        parts.append(f'<div><span class="p1-msg-error">✗</span> Not repo eligible<ul>{reasons}</ul></div>')
-    return "".join(parts)
-
-
-def stress_html(k: Mapping[str, Any]) -> str:
-    """Stress grid: min senior DSCR (and combined with mezz) per scenario; below 1.00x in red."""
-    stress, total = k.get("stress") or {}, k.get("stress_total")
-
-    def cell(v: Any) -> str:
-        bad = v is not None and v < 1.0 - 1e-9
-        return f'<span class="p1-msg-error">{ratio(v)}</span>' if bad else ratio(v)
-
-    header = ["Scenario", "Senior min DSCR"] + (["Combined"] if total else [])
-    rows = [[esc(STRESS_LABELS.get(name, name)), cell(v)] + ([cell(total.get(name))] if total else [])
-            for name, v in stress.items()]
-    return grid_table(header, rows)
-
-
-def lending_rows(project: Project, ruleset: Any, k: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Section 11.2 under a priced ruleset: lending value and the LTV limit; [] under v1."""
-    if not ruleset.priced:
-        return []
-    d = derive(project, ruleset)
-    ccy = project.currency
-    return [("Market coupon", pct(k.get("market_coupon"), 3)),
-            ("Income value", f"{money(d.income_value, ccy)} (NOI / {pct(d.cap_rate)})"),
-            ("Lending value", f"<b>{money(d.lending_value, ccy)}</b>"),
-            ("LTV limit", f"{money(d.ltv_limit, ccy)} ({pct(d.max_ltv, 0)})")]
-
-
-def breakeven_rows(k: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Section 11.3: how far rent, opex and CPI can move before the min senior DSCR falls to 1.00x."""
-    cpi = k.get("breakeven_cpi")
-    cpi_text = "fails at base CPI" if cpi is None and k.get("senior_amount") else pct(cpi)
-    if k.get("breakeven_cpi_capped"):
-        cpi_text = f"≥ {cpi_text} (end of the grid)"
-    return [("Rent cut", pct(k.get("breakeven_rent_cut"), 1)), ("Opex rise", pct(k.get("breakeven_opex_rise"), 1)),
-            ("CPI level", esc(cpi_text))]
-
-
-def monte_carlo_rows(k: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return [("Breach probability", pct(k.get("mc_breach_probability"), 1)),
-            ("5th pct min DSCR", ratio(k.get("mc_p5_min_dscr")))]
-
-
-def tooltip_html(row: Mapping[str, Any], currency: str) -> str:
-    """A structure's terms and key KPIs for the scatter's hover (a frame row or a rendered row)."""
-    s = row.get("structure") or row
-    k = row.get("kpis") or row
-    coupon = "market" if s.get("senior_coupon") == MARKET else pct(s.get("senior_coupon"))
-    mezz = f" · mezz {pct(s.get('mezz_coupon'))} / {ratio(s.get('mezz_dscr'))}" if s.get("mezz_on") else ""
-    terms = (f"{years(s.get('senior_tenor'))} · {esc(coupon)} · DSCR target {ratio(s.get('senior_dscr'))} · "
-             f"{esc(s.get('senior_amort'))}{' + wrap' if s.get('wrap') else ''}{esc(mezz)}")
-    rows = [("Day-one value", money(k.get("day_one_value"), currency)), ("Senior", money(k.get("senior_amount"),
-                                                                                          currency)),
-            ("Min DSCR", ratio(k.get("min_dscr"))), ("WAL", years(k.get("wal_years"), 1)),
-            ("LTV", pct(k.get("ltv"), 1)), ("Equity IRR", pct(k.get("equity_irr"), 1)),
-            ("Rating", esc(k.get("senior_rating") or "–"))]
-    return (f'<div class="p1-tip"><div>{tier_badge(k.get("tier"))} <code>{esc(row.get("permutation_id") or "")}'
-            f"</code></div><div>{terms}</div>{kv_table(rows)}</div>")
-
-
-def near_miss_card(row: Mapping[str, Any], currency: str) -> str:
-    """One near miss: terms, day-one value, the failed check (value vs threshold) and the hint."""
-    s, k = row["structure"], row["kpis"]
-    fails = "; ".join(nearmiss.failure_text(f) for f in nearmiss.failed_checks(k)) or "–"
-    hint: nearmiss.Hint | None = row.get("hint")
-    hint_text = esc(hint.text()) if hint else esc(k.get("hint") or "no single-lever fix")
-    coupon = "market" if s.get("senior_coupon") == MARKET else pct(s.get("senior_coupon"))
-    value = money(k.get("day_one_value"), currency, compact=True, dp=2)
-    terms = (f"{years(s.get('senior_tenor'))} · {esc(coupon)} · DSCR target {ratio(s.get('senior_dscr'))} · "
-             f"{esc(profile_text(row))}")
-    return (f'<div class="p1-nm">{tier_badge(k.get("tier"))} <b>{value}</b> · {terms}<div>Fails {fails}</div>'
-            f"<div>Hint: {hint_text}</div></div>")
+from .structure_view import (
+    breakeven_rows,
+    gates_html,
+    kpi_rows,
+    lending_rows,
+    monte_carlo_rows,
+    near_miss_card,
+    stress_html,
+    terms_rows,
+    tooltip_html,
+    top_columns,
+)
 
 
 class SecuritisationDashboard:
@@ -268,13 +67,11 @@ class SecuritisationDashboard:
         self.near_box = widgets.VBox(layout=widgets.Layout(width="480px", margin="0 0 0 16px", display="none"))
         self.near_box.add_class("p1-near")
         self.hint_notice = Notice()
-        self.rerun_button = widgets.Button(description="Rerun with this change", icon="play", button_style="primary",
-                                           layout=widgets.Layout(width="210px", display="none"))
-        self.rerun_button.on_click(lambda _b: self.rerun())
-        self.rerun_progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0,
-                                                    layout=widgets.Layout(width="240px", display="none"))
-        self.rerun_text = widgets.HTML()
-        self._rerun_thread: threading.Thread | None = None
+        self.rerun_task = BackgroundTask("Rerun with this change", self.rerun, width="210px")
+        self.rerun_task.progress.layout.width = "240px"
+        self.rerun_box = widgets.HBox([self.rerun_task.run_button, self.rerun_task.cancel_button,
+                                       self.rerun_task.progress, self.rerun_task.progress_text],
+                                      layout=widgets.Layout(align_items="center", grid_gap="10px", display="none"))
         # charts
         self.scatter = charts.ValueScatter()
         self.scatter.describe = self._describe
@@ -329,8 +126,6 @@ class SecuritisationDashboard:
             layout=widgets.Layout(flex_flow="row wrap"))
         actions = widgets.HBox([self.download_button, self.compare_button, self.download_link],
                                layout=widgets.Layout(align_items="center", grid_gap="12px"))
-        rerun = widgets.HBox([self.rerun_button, self.rerun_progress, self.rerun_text],
-                             layout=widgets.Layout(align_items="center", grid_gap="10px"))
         self.near_box.children = [self.near_title]
         top = widgets.HBox([widgets.VBox([heading("Top-N"), self.table]), self.near_box],
                            layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"))
@@ -339,7 +134,7 @@ class SecuritisationDashboard:
         compare_box = widgets.VBox([heading("Compare"), self.compare_notice, self.compare_picks, add_other,
                                     self.compare_row])
         return page("Securitisation", self.ctx.user, self.run_picker, self.bad_runs, self.header, self.notice,
-                    self.hint_notice, rerun, top,
+                    self.hint_notice, self.rerun_box, top,
                     widgets.HBox([self.scatter, self.stack], layout=widgets.Layout(flex_flow="row wrap")),
                     self.detail_title, actions, self.download_notice, self.schedule_charts, detail, compare_box)
 
@@ -467,18 +262,17 @@ class SecuritisationDashboard:
         self.hint_notice.markup("ok" if outcome.viable else "warn",
                                 f"Applied to {esc(where)}: {esc(hint.text())} (the other keys as in this run; "
                                 f"Permutations shows the ranges). {outcome.html(hint)}")
-        self.rerun_button.layout.display = "flex"
-        self.rerun_text.value = ""
+        self.rerun_box.layout.display = "flex"
         return outcome
 
     def _show_applied(self, applied: Mapping[str, Any] | None) -> None:
         """After a rerun: what the applied hint gave in this run (ranked, or the check it trips next)."""
-        self.rerun_button.layout.display = "none"
+        self.rerun_box.layout.display = "none"
         if not applied or self.result is None or self.project is None or applied.get("from_run") == self.result.run_id:
             if not applied:
                 self.hint_notice.clear()
             else:
-                self.rerun_button.layout.display = "flex"
+                self.rerun_box.layout.display = "flex"
             return
         hint = nearmiss.Hint.from_dict(applied["hint"])
         point = nearmiss.hinted_structure(applied["structure"], hint)
@@ -498,7 +292,7 @@ class SecuritisationDashboard:
 
     def rerun(self) -> bool:
         """Run the workspace's project and ranges (the applied hint) now, then open the new run here."""
-        if self._rerun_thread is not None and self._rerun_thread.is_alive():
+        if self.rerun_task.running:
             return False
         ws = self.ctx.workspace.get()
         try:
@@ -506,50 +300,33 @@ class SecuritisationDashboard:
         except Phase1Error as error:
             self.hint_notice.failure("rerun", error)
             return False
-        ranges = ws.get("ranges") or {}
         meta = self.result.meta if self.result is not None else {}
-        self.rerun_button.disabled = True
-        self.rerun_progress.layout.display = "flex"
-        self.rerun_progress.value, self.rerun_progress.bar_style = 0.0, "info"
-        self.rerun_text.value = '<span class="p1-muted">Running…</span>'
-        args = (project, ranges, meta.get("seed"), int(meta.get("topn") or 20), ws.get("sample"), ws.get("ruleset"))
-        self._rerun_thread = threading.Thread(target=self._rerun_work, args=args, name="phase1-ui-rerun", daemon=True)
-        self._rerun_thread.start()
+        self.rerun_task.launch(self._rerun_work, project, ws.get("ranges") or {}, meta.get("seed"),
+                               int(meta.get("topn") or 20), ws.get("sample"), ws.get("ruleset"), name="phase1-ui-rerun")
         return True
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until a rerun ends (tests); True when none is running."""
-        if self._rerun_thread is not None:
-            self._rerun_thread.join(timeout)
-        return self._rerun_thread is None or not self._rerun_thread.is_alive()
+        return self.rerun_task.wait(timeout)
 
     def _rerun_work(self, project: Project, ranges: dict[str, Any], seed: int | None, topn: int,
                     sample: int | None, ruleset: str | None) -> None:
         started = time.perf_counter()
-        last = [0.0]
-
-        def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if done < total and now - last[0] < 0.1:
-                return
-            last[0] = now
-            self.rerun_progress.value = done / total if total else 1.0
-            self.rerun_text.value = f'<span class="p1-muted">{done:,} / {total:,} permutations</span>'
-
         try:
             result = service.execute_run(self.ctx.store, project, ranges, seed=seed, topn=topn, sample=sample,
-                                         progress=progress, home=self.ctx.home, ruleset=ruleset, actor=self.ctx.user)
+                                         progress=self.rerun_task.on_progress, cancel=self.rerun_task.cancel_event,
+                                         home=self.ctx.home, ruleset=ruleset, actor=self.ctx.user)
+        except RunCancelled:
+            self.rerun_task.stopped("warning")
+            self.hint_notice.warn(f"Rerun cancelled after {seconds(time.perf_counter() - started)}; nothing was saved.")
         except Exception as error:  # shown to the analyst; the thread must not die silently
-            self.rerun_progress.bar_style = "danger"
+            self.rerun_task.stopped("danger")
             self.hint_notice.failure("rerun", error)
         else:
-            self.rerun_progress.value, self.rerun_progress.bar_style = 1.0, "success"
-            self.rerun_text.value = (f'<span class="p1-muted">Run {esc(result.run_id)} finished in '
+            self.rerun_task.finished(f'<span class="p1-muted">Run {esc(result.run_id)} finished in '
                                      f"{seconds(time.perf_counter() - started)}</span>")
             self.ctx.workspace.update(last_run_id=result.run_id, rank=1 if result.top else None)
             self.refresh_runs()
-        finally:
-            self.rerun_button.disabled = False
 
     # ---- one structure ---------------------------------------------------------------------------------------
     def open_rank(self, rank: int) -> None:
