@@ -320,12 +320,7 @@ class PermutationsDashboard:
 
     def clear(self) -> None:
         """Empty every key (the defaults apply) and forget the preset: custom ranges from scratch."""
-        self._filling = True
-        try:
-            self.preset.value = ""
-        finally:
-            self._filling = False
-        self._preset_grid = None
+        self._forget_preset()
         self._describe_preset()
         self.fill({})
 
@@ -355,6 +350,15 @@ class PermutationsDashboard:
         except Phase1Error:
             return None
 
+    def _forget_preset(self) -> None:
+        """The picker shows no preset, without filling its ranges (the ranges stay as they are)."""
+        self._filling = True
+        try:
+            self.preset.value = ""
+        finally:
+            self._filling = False
+        self._preset_grid = None
+
     def _sync_preset(self) -> None:
         """Once the ranges no longer are the chosen preset's, the picker says "custom" (naming the preset they
         came from), so that choosing the preset again resets them."""
@@ -363,12 +367,7 @@ class PermutationsDashboard:
             return
         if self.grid is not None and self.grid.to_dict() == self._preset_grid:
             return
-        self._filling = True
-        try:
-            self.preset.value = ""
-        finally:
-            self._filling = False
-        self._preset_grid = None
+        self._forget_preset()
         self.preset_text.value = (f'<span class="p1-muted">Edited from preset {esc(name)}: custom ranges now; '
                                   f"choose {esc(name)} again to reset them.</span>")
 

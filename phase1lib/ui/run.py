@@ -40,6 +40,18 @@ def run_label(meta: Mapping[str, Any]) -> str:
             f"evaluated · {viable:,} viable · {meta.get('run_id')}")
 
 
+def stored_runs(ctx: AppContext, notice: Notice, bad_runs: BadRecords) -> list[dict[str, Any]] | None:
+    """The stored runs a run picker lists, newest first (the service's one catalogue); the ones that cannot be
+    shown named in ``bad_runs``; None (with the reason in ``notice``) when the catalogue cannot be read."""
+    try:
+        metas, bad = service.run_catalogue(ctx.store, ctx.home, limit=200)
+    except Phase1Error as error:
+        notice.failure("list the stored runs", error)
+        return None
+    bad_runs.show(bad)
+    return metas
+
+
 class RunDashboard:
     """The Run page; ``widget`` is what Voila displays."""
 
@@ -187,12 +199,9 @@ class RunDashboard:
 
     def refresh_runs(self) -> None:
         """List the stored runs, newest first; name the ones that cannot be shown."""
-        try:
-            metas, bad = service.run_catalogue(self.ctx.store, self.ctx.home, limit=200)
-        except Phase1Error as error:
-            self.notice.failure("list the stored runs", error)
+        metas = stored_runs(self.ctx, self.notice, self.bad_runs)
+        if metas is None:
             return
-        self.bad_runs.show(bad)
         self.runs.options = [(run_label(m), m["run_id"]) for m in metas]
         if metas and self.runs.value is None:
             self.runs.value = metas[0]["run_id"]

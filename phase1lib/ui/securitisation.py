@@ -27,7 +27,7 @@ from .background import BackgroundTask
 from .components import BadRecords, DownloadLink, Notice, SortableTable, heading, kv_table, page
 from .context import AppContext
 from .format import TIER_ORDER, esc, money, seconds, tier_badge
-from .run import run_label, tier_counts_html
+from .run import run_label, stored_runs, tier_counts_html
 from .structure_view import (
     breakeven_rows,
     gates_html,
@@ -141,12 +141,9 @@ class SecuritisationDashboard:
     # ---- runs ------------------------------------------------------------------------------------------------
     def refresh_runs(self) -> None:
         """Fill the run picker and open the workspace's current run (else the newest)."""
-        try:
-            metas, bad = service.run_catalogue(self.ctx.store, self.ctx.home, limit=200)
-        except Phase1Error as error:
-            self.notice.failure("list the stored runs", error)
+        metas = stored_runs(self.ctx, self.notice, self.bad_runs)
+        if metas is None:
             return
-        self.bad_runs.show(bad)
         options = [(run_label(m) + f" · {m.get('ruleset', '?')}", m["run_id"]) for m in metas]
         self.run_picker.options = options
         self.other_run.options = [("—", ""), *options]
