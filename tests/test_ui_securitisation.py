@@ -147,7 +147,7 @@ def test_gold_and_diamond_points_are_drawn_over_the_top_n_rings(london: Securiti
         assert marks.index(london.scatter.marks[tier]) < rings
 
 
-def test_decimation_keeps_one_point_per_cell_the_best_tier_and_is_fast_enough() -> None:
+def test_decimation_keeps_one_point_per_cell_the_best_tier_first() -> None:
     rng = np.random.Generator(np.random.PCG64(7))
     n = 250_000
     x, y = rng.normal(1.35, 0.1, n), rng.normal(200, 30, n)
