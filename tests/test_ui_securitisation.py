@@ -5,6 +5,7 @@ Compare across runs and rulesets; every text escaped. Values are checked against
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -42,9 +43,12 @@ def _failures(project, structure, ruleset=None) -> list[dict]:
 # ---- near misses on London, the operations guide's own ranges ----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def london(tmp_path_factory: pytest.TempPathFactory) -> SecuritisationDashboard:
-    return _dashboard(tmp_path_factory.mktemp("london"), sample("london_dc_alpha"), GUIDE_RANGES)
+@pytest.fixture
+def london(tmp_path: Path) -> SecuritisationDashboard:
+    """A fresh page per test (a test that applies a hint and reruns changes its workspace and run)."""
+    home = tmp_path / "london"
+    home.mkdir()
+    return _dashboard(home, sample("london_dc_alpha"), GUIDE_RANGES)
 
 
 def test_a_run_without_viable_structures_shows_its_best_near_misses(london: SecuritisationDashboard) -> None:
@@ -235,10 +239,28 @@ def test_a_hostile_title_shows_as_typed_everywhere(tmp_path: Path) -> None:
 
 
 def test_ruleset_v2_near_misses_render(tmp_path: Path) -> None:
-    project = sample("frankfurt_dc_beta")
-    sec = _dashboard(tmp_path, project, {"senior_tenor": [15], "senior_coupon": [0.03], "senior_dscr": [1.35]},
-                     ruleset="v2")
-    assert sec.result.meta["ruleset"]["version"] == "v2"
+    project = sample("london_dc_alpha")  # London on market_1920 under v2: no viable structure, 3 near misses
+    sec = _dashboard(tmp_path, project, preset_ranges("market_1920"), ruleset="v2")
+    assert sec.result.meta["ruleset"]["version"] == "v2" and sec.result.top == []
+    assert len(sec.near_misses) == sec.result.meta["counts"]["Bronze"] > 0
     for row in sec.near_misses:
         failed = _failures(project, row["structure"], load_ruleset("v2"))
         assert [f["check"] for f in failed] == [f["check"] for f in nearmiss.failed_checks(row["kpis"])]
+
+
+def test_a_card_of_a_run_no_longer_shown_applies_nothing(london: SecuritisationDashboard) -> None:
+    row, shown = london.near_misses[0], london.result
+    stale = dataclasses.replace(shown, run_id="0" * 16)  # the run a card was drawn for, since replaced
+    assert london.apply_hint(row, stale) is None and "no longer shown" in london.hint_notice.text
+    assert london.ctx.workspace.get().get("applied_hint") is None
+    assert london.apply_hint(row, shown) is not None  # the card of the run shown applies
+
+
+def test_the_run_cache_keeps_the_most_recently_used_runs_only() -> None:
+    from phase1lib.ui.securitisation import RunCache
+
+    cache = RunCache(2)
+    cache["a"], cache["b"] = 1, 2
+    assert cache.get("a") == 1  # a is now the most recent
+    cache["c"] = 3
+    assert list(cache) == ["a", "c"] and cache.get("b") is None

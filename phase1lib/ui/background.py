@@ -1,5 +1,6 @@
 """One engine task in the background of a page (a run, a portfolio): its start and cancel buttons, its progress
-bar fed by the engine's chunk progress, and the thread it runs on, so the page stays live while it runs.
+bar fed by the engine's chunk progress, and the thread it runs on, so the page stays live while it runs; and
+:func:`on_kernel_loop`, which brings a task's result back to the thread that handles the page's events.
 
 The engine checks the cancel event between chunks; widget updates from the thread reach the browser as they
 happen. A page composes one :class:`BackgroundTask` and keeps what the task means (its inputs, its answer).
@@ -17,6 +18,28 @@ import ipywidgets as widgets
 #: Seconds between two progress-bar updates (the last one always shows).
 PROGRESS_EVERY_S = 0.1
 MUTED_START = '<span class="p1-muted">Not started</span>'
+
+
+def kernel_loop() -> Any:
+    """The IO loop of the IPython kernel this code runs in (where widget events are handled), or None outside a
+    kernel (tests, scripts)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # IPython is a dependency of ipywidgets; without it there is no kernel either
+        return None
+    return getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
+
+
+def on_kernel_loop(fn: Callable[[], Any], delay_s: float = 0.0) -> None:
+    """Call ``fn`` on the kernel's IO loop (after ``delay_s``), so that a background thread's result never
+    changes a page's state while the page handles a click or a hover; at once outside a kernel."""
+    loop = kernel_loop()
+    if loop is None:
+        fn()
+    elif delay_s > 0:
+        loop.add_callback(lambda: loop.call_later(delay_s, fn))
+    else:
+        loop.add_callback(fn)
 
 
 class BackgroundTask:

@@ -25,6 +25,7 @@ import ipywidgets as widgets
 import numpy as np
 import polars as pl
 
+from .background import on_kernel_loop
 from .format import TIER_COLOURS, TIER_ORDER, money, symbol
 
 #: Grid of the scatter's decimation (columns x rows over the visible window): at most one point per cell.
@@ -32,6 +33,8 @@ GRID_COLS, GRID_ROWS = 150, 90
 MAX_CELLS = GRID_COLS * GRID_ROWS
 #: Up to this many structures in the window are all drawn; more are decimated.
 DRAW_ALL = 4000
+#: Seconds a zoom or pan is given to deliver all its scale bounds before the scatter is redrawn once.
+WINDOW_SETTLE_S = 0.03
 _NAVY, _ORANGE, _GREY, _RED, _GREEN = "#1f4e79", "#e69500", "#8a949e", "#b42318", "#2e7d32"
 #: Drawing order of the tiers, bottom to top: the viable tiers over the rest, Diamond and Gold over the rings.
 _LAYERS = ("Not viable", "Bronze", "Silver")
@@ -146,6 +149,8 @@ class ValueScatter(widgets.VBox):
         self._shown: dict[str, np.ndarray] = {}
         self._home: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 1.0), (0.0, 1.0))
         self._drawing = False
+        self._redraw_pending = False
+        self._drawn_window: tuple[tuple[float, float], tuple[float, float]] | None = None
         for mark in [*self.marks.values(), self.rings]:
             mark.on_hover(self._on_hover)
             mark.on_element_click(self._on_click)
@@ -205,7 +210,7 @@ class ValueScatter(widgets.VBox):
 
     def redraw(self) -> None:
         """Decimate the visible window again and draw it (the Top-N and the selected one always)."""
-        xr, yr = self.window()
+        xr, yr = self._drawn_window = self.window()
         inside_mask = ((self._x >= xr[0]) & (self._x <= xr[1]) & (self._y >= yr[0]) & (self._y <= yr[1]))
         inside = int(np.count_nonzero(inside_mask))
         keep = np.flatnonzero(inside_mask) if inside <= DRAW_ALL else decimate(self._x, self._y, self._rank, xr, yr)
@@ -244,8 +249,17 @@ class ValueScatter(widgets.VBox):
         self.figure.interaction = self.panzoom if change["new"] == "Pan & zoom" else None
 
     def _on_window(self, _change: dict[str, Any]) -> None:
-        if not self._drawing and len(self._index):
-            self.redraw()
+        """A zoom or pan moves up to four scale bounds, one message each: redraw once, when they have arrived."""
+        if self._drawing or not len(self._index) or self._redraw_pending:
+            return
+        self._redraw_pending = True
+
+        def flush() -> None:
+            self._redraw_pending = False
+            if not self._drawing and len(self._index) and self.window() != self._drawn_window:
+                self.redraw()
+
+        on_kernel_loop(flush, WINDOW_SETTLE_S)
 
     # ---- events ----------------------------------------------------------------------------------------------
     def _point(self, mark: bq.Scatter, event: Mapping[str, Any]) -> int | None:

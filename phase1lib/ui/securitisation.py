@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ from ..engine.structure import evaluate_points
 from ..errors import Phase1Error
 from ..project import Project, derive, parse_project
 from . import charts, compare, nearmiss
-from .background import BackgroundTask
+from .background import BackgroundTask, on_kernel_loop
 from .components import BadRecords, DownloadLink, Notice, SortableTable, heading, kv_table, page
 from .context import AppContext
 from .format import TIER_ORDER, esc, money, seconds, tier_badge
@@ -42,6 +43,27 @@ from .structure_view import (
 )
 
 
+class RunCache(OrderedDict):
+    """The runs a page keeps open (the one shown, Compare's picks): the least recently used dropped past
+    ``size``, so that a long session does not hold every 250,000-row frame it ever opened."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
 class SecuritisationDashboard:
     """The Securitisation page; ``widget`` is what Voila displays."""
 
@@ -55,7 +77,7 @@ class SecuritisationDashboard:
         self.applied: dict[str, Any] | None = None
         self.compare_entries: list[compare.Entry] = []
         self._index = np.zeros(0, dtype=np.int64)
-        self._runs_cache: dict[str, RunResult] = {}
+        self._runs_cache = RunCache(compare.MAX_PICKS + 2)
         self.notice = Notice()
         self.run_picker = widgets.Dropdown(description="Run", layout=widgets.Layout(width="900px"))
         self.bad_runs = BadRecords()
@@ -223,11 +245,11 @@ class SecuritisationDashboard:
                                  f"Top-{asked} asked: the best {len(self.near_misses)} near misses (one check "
                                  "failed, within the band), each with the lever that fixes it.</div>")
         cards: list[widgets.Widget] = [self.near_title]
-        for i, row in enumerate(self.near_misses):
+        for row in self.near_misses:
             card = widgets.HTML(near_miss_card(row, self.project.currency))
             apply = widgets.Button(description="Apply hint", icon="magic", button_style="warning",
                                    disabled=row.get("hint") is None, layout=widgets.Layout(width="120px"))
-            apply.on_click(lambda _b, i=i: self.apply_hint(i))
+            apply.on_click(lambda _b, row=row, run=self.result: self.apply_hint(row, run))
             show = widgets.Button(description="Open", layout=widgets.Layout(width="70px"))
             show.on_click(lambda _b, row=row: self.open_structure(row))
             add = widgets.Button(description="Compare", icon="columns", layout=widgets.Layout(width="110px"))
@@ -238,10 +260,15 @@ class SecuritisationDashboard:
         self.near_box.children = cards
         self.near_box.layout.display = "flex"
 
-    def apply_hint(self, i: int) -> nearmiss.Outcome | None:
-        """Load near miss ``i``'s hinted change into Permutations (or the project) and show what it gives."""
+    def apply_hint(self, near: int | Mapping[str, Any], run: RunResult | None = None) -> nearmiss.Outcome | None:
+        """Load a near miss's hinted change (the row, or its position in :attr:`near_misses`) into Permutations
+        (or the project) and show what it gives. ``run``: the run the row was shown for (a card's button); a
+        card of a run no longer shown applies nothing."""
         assert self.result is not None and self.project is not None
-        row = self.near_misses[i]
+        if run is not None and run is not self.result:
+            self.hint_notice.warn("That near miss belongs to a run no longer shown: apply one of the cards now shown.")
+            return None
+        row = self.near_misses[near] if isinstance(near, int) else near
         hint: nearmiss.Hint | None = row.get("hint")
         if hint is None:
             self.hint_notice.warn("This near miss has no single-lever hint to apply.")
@@ -323,7 +350,7 @@ class SecuritisationDashboard:
             self.rerun_task.finished(f'<span class="p1-muted">Run {esc(result.run_id)} finished in '
                                      f"{seconds(time.perf_counter() - started)}</span>")
             self.ctx.workspace.update(last_run_id=result.run_id, rank=1 if result.top else None)
-            self.refresh_runs()
+            on_kernel_loop(self.refresh_runs)  # the page's state changes where its clicks and hovers are handled
 
     # ---- one structure ---------------------------------------------------------------------------------------
     def open_rank(self, rank: int) -> None:
@@ -477,7 +504,7 @@ class SecuritisationDashboard:
         for pick in picks:
             try:
                 entries.append(compare.resolve(self.ctx.store, self.ctx.home, pick, self._runs_cache))
-            except Phase1Error as error:
+            except Exception as error:  # a pick saved from an older run never stops the page from building
                 problems.append(f"{pick.run_id} #{pick.permutation_index}: {error}")
         self.compare_entries = entries
         chips: list[widgets.Widget] = []
