@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from server_fixtures import HELLO_NOTEBOOK, Server, secret, server_env, start_server, stop_server
 
+from phase1lib import settings
 from phase1lib.server import preheat
 from phase1lib.server.kernels import KernelLimits
 from phase1lib.ui import context as ui_context
@@ -74,7 +75,10 @@ def test_only_notebooks_that_say_so_are_preheated(tmp_path: Path) -> None:
 
 
 def test_the_pool_size_is_configured_and_bounded() -> None:
-    assert KernelLimits.from_env({}).pool_size == 1
+    from phase1lib.server.kernels import Phase1KernelManager
+
+    assert KernelLimits.from_env({}).pool_size == settings.DEFAULT_KERNEL_POOL == 1
+    assert Phase1KernelManager().pool_size == KernelLimits().pool_size == settings.DEFAULT_KERNEL_POOL
     assert KernelLimits.from_env({"PHASE1_KERNEL_POOL": "0"}).pool_size == 0
     with pytest.raises(Exception, match="PHASE1_KERNEL_POOL must be a whole number from 0 to 4"):
         KernelLimits.from_env({"PHASE1_KERNEL_POOL": "9"})

@@ -34,10 +34,10 @@ KERNEL_OWNER: contextvars.ContextVar[str | None] = contextvars.ContextVar("phase
 class KernelLimits:
     """How many kernels a user may run, and when an unconnected idle kernel is shut down."""
 
-    max_per_user: int = 4
+    max_per_user: int = settings.DEFAULT_MAX_KERNELS_PER_USER
     idle_minutes: int = 10
     cull_interval_s: int = 60
-    pool_size: int = 1
+    pool_size: int = settings.DEFAULT_KERNEL_POOL
 
     @classmethod
     def from_settings(cls, config: settings.Settings) -> KernelLimits:

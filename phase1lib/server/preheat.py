@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..settings import HANDOFF_ENV, kernel_environment
+from ..settings import DEFAULT_KERNEL_POOL, HANDOFF_ENV, kernel_environment
 
 #: Notebook metadata a dashboard sets to be pre-heated: it waits for its user before building anything.
 METADATA_KEY = "phase1"
@@ -130,7 +130,8 @@ def pooled(base: type) -> type:
     from .kernels import KERNEL_OWNER
 
     class Pooled(base):  # type: ignore[misc, valid-type]
-        pool_size = Integer(1, config=True, help="Pre-heated kernels kept ready per dashboard (0: none).")
+        pool_size = Integer(DEFAULT_KERNEL_POOL, config=True,
+                            help="Pre-heated kernels kept ready per dashboard (0: none).")
 
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
