@@ -309,7 +309,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                      PHASE1_MAX_KERNELS_PER_USER=str(MAX_KERNELS), PHASE1_KERNEL_POOL="1",
                      PHASE1_USER="mallory")  # a server-wide identity must never reach a pooled kernel
     # one admin per test that runs kernels, so that no test depends on what another left running
-    srv = start_server(work, env, admins=["bob", "alice", "dave", "carol"])
+    srv = start_server(work, env, admins=["bob", "alice", "dave", "carol", "erin"])
     try:
         yield srv
     finally:
@@ -340,6 +340,13 @@ def _kernel_id(html: str) -> str:
     match = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', html)
     assert match, html[-1500:]
     return match.group(1)
+
+
+def _xsrf(curl: Any) -> dict[str, str]:
+    """Jupyter's XSRF header for a POST or DELETE of this curl's session (pages set the _xsrf cookie)."""
+    curl("/phase1")
+    token = next(line.split("\t")[-1].strip() for line in curl.jar.read_text().splitlines() if "\t_xsrf\t" in line)
+    return {"X-XSRFToken": token}
 
 
 def test_a_pooled_kernel_serves_the_session_user_and_the_header_cannot_be_spoofed(server: Server) -> None:
@@ -383,6 +390,47 @@ def test_pooled_kernels_count_against_no_one_and_the_cap_still_holds(server: Ser
     r = carol(PAGE)
     assert r.status == 429 and f"PHASE1_MAX_KERNELS_PER_USER is {MAX_KERNELS}" in r.text, (r.status, r.text[-800:])
     assert _waiting_kernels(server) == [pooled]  # refused: the kernel stays in the pool for the next one
+
+
+def test_only_the_owner_shuts_a_kernel_down_and_nobody_a_pooled_one(server: Server) -> None:
+    erin, alice = server.login("erin"), server.login("alice", "alice-intruder")
+    erin_x, alice_x = _xsrf(erin), _xsrf(alice)
+    pooled = _wait_waiting(server)
+    # a pooled kernel: Voila's tab-close route, Jupyter's kernel and session routes all refuse it to everyone
+    r = erin(f"/voila/api/shutdown/{pooled}", method="POST", headers=erin_x)
+    assert r.status == 403 and "pre-heated pool" in r.json()["message"], (r.status, r.text[:300])
+    assert erin(f"/api/kernels/{pooled}", method="DELETE", headers=erin_x).status == 403
+    attach = {"path": "dashboards/waiting.ipynb", "type": "notebook", "name": "waiting.ipynb"}
+    assert erin("/api/sessions", method="POST", headers=erin_x,
+                json_body={**attach, "kernel": {"id": pooled}}).status == 403
+    assert pooled in _waiting_kernels(server)
+    # erin's kernel: another admin may neither shut it down nor reach it through a session
+    r = erin(PAGE)
+    assert r.status == 200 and "kernel user: erin" in r.text, r.text[-800:]
+    kernel = _kernel_id(r.text)
+    r = alice(f"/voila/api/shutdown/{kernel}", method="POST", headers=alice_x)
+    assert r.status == 403 and "another user" in r.json()["message"], (r.status, r.text[:300])
+    assert r.json()["request_id"] == r.headers["x-request-id"]
+    assert alice(f"/api/kernels/{kernel}", method="DELETE", headers=alice_x).status == 403
+    assert alice("/api/sessions", method="POST", headers=alice_x,
+                 json_body={**attach, "kernel": {"id": kernel}}).status == 403
+    r = erin("/api/sessions", method="POST", headers=erin_x, json_body={**attach, "kernel": {"id": kernel}})
+    assert r.status == 201, (r.status, r.text[:300])
+    session = r.json()["id"]
+    assert alice(f"/api/sessions/{session}").status == 403
+    assert alice(f"/api/sessions/{session}", method="DELETE", headers=alice_x).status == 403
+    assert alice(f"/api/sessions/{session}", method="PATCH", headers=alice_x,
+                 json_body={"kernel": {"name": "python3"}}).status == 403
+    assert erin(f"/api/kernels/{kernel}").status == 200  # still running, still erin's
+    assert "refused alice POST of kernel" in server.log_tail(10**7)
+    # the owner may: her session, then (the tab-close beacon) her next kernel
+    assert erin(f"/api/sessions/{session}", method="DELETE", headers=erin_x).status == 204
+    assert erin(f"/api/kernels/{kernel}").status == 404
+    r = erin(PAGE)
+    assert r.status == 200, r.text[-800:]
+    kernel = _kernel_id(r.text)
+    assert erin(f"/voila/api/shutdown/{kernel}", method="POST", headers=erin_x).status == 204
+    assert erin(f"/api/kernels/{kernel}").status == 404
 
 
 def test_the_culler_skips_pooled_kernels_only_and_no_pool_is_offered_without_a_user(monkeypatch) -> None:
