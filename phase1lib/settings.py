@@ -25,6 +25,10 @@ DEFAULT_MAX_PERMUTATIONS = 250_000
 DEFAULT_MAX_PORTFOLIO_PERMUTATIONS = 5_000_000
 #: The server's engine processes: one per core (at most 8), so runs scale with the machine.
 DEFAULT_RUN_PROCESSES = min(os.cpu_count() or 1, 8)
+#: Kernels one admin may run at once (PHASE1_MAX_KERNELS_PER_USER; phase1lib.server.kernels enforces it).
+DEFAULT_MAX_KERNELS_PER_USER = 4
+#: Pre-heated Voila kernels kept ready per dashboard (PHASE1_KERNEL_POOL; 0: none; phase1lib.server.preheat).
+DEFAULT_KERNEL_POOL = 1
 #: Environment variables naming the logged-in admin of a dashboard kernel (set by the server for Voila).
 USER_ENVS = ("HTTP_X_PHASE1_USER", "PHASE1_USER")
 #: A pre-heated kernel's private hand-off file (phase1lib.server.preheat writes the session's user there when it
@@ -61,10 +65,10 @@ class Settings:
     run_processes: int = DEFAULT_RUN_PROCESSES
     max_pending_runs: int = 16
     terminals: bool = True
-    max_kernels_per_user: int = 4
+    max_kernels_per_user: int = DEFAULT_MAX_KERNELS_PER_USER
     kernel_idle_minutes: int = 10
     #: Pre-heated Voila kernels kept ready per dashboard (0: none).
-    kernel_pool: int = 1
+    kernel_pool: int = DEFAULT_KERNEL_POOL
     allowed_hosts: tuple[str, ...] = ()
     kernels: str = "auto"
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "phase1")
@@ -110,9 +114,9 @@ class Settings:
             run_processes=p.integer("PHASE1_RUN_PROCESSES", DEFAULT_RUN_PROCESSES, 0, 64),
             max_pending_runs=p.integer("PHASE1_MAX_PENDING_RUNS", 16, 1, 10_000),
             terminals=terminals if terminals is not None else app_env != "prod",
-            max_kernels_per_user=p.integer("PHASE1_MAX_KERNELS_PER_USER", 4, 1, 1000),
+            max_kernels_per_user=p.integer("PHASE1_MAX_KERNELS_PER_USER", DEFAULT_MAX_KERNELS_PER_USER, 1, 1000),
             kernel_idle_minutes=p.integer("PHASE1_KERNEL_IDLE_MINUTES", 10, 1, 7 * 24 * 60),
-            kernel_pool=p.integer("PHASE1_KERNEL_POOL", 1, 0, 4),
+            kernel_pool=p.integer("PHASE1_KERNEL_POOL", DEFAULT_KERNEL_POOL, 0, 4),
             allowed_hosts=p.hosts("PHASE1_ALLOWED_HOSTS"),
             kernels=p.choice("PHASE1_KERNELS", KERNEL_MODES, "auto"),
             cache_dir=(Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache")

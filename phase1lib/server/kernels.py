@@ -13,8 +13,9 @@ keep that bounded:
 :func:`configure` writes them into the Jupyter config; :func:`capped` turns any Jupyter kernel manager
 class into one that enforces the cap, and :func:`~phase1lib.server.preheat.pooled` adds the pool (the
 server's :class:`Phase1KernelManager` is both). Who starts a kernel is the Phase-1 session's user, set by the
-login gate in :data:`KERNEL_OWNER` for the request being served; :class:`Phase1Authorizer` lets only that
-user reach the kernel afterwards.
+login gate in :data:`KERNEL_OWNER` for the request being served; :class:`Phase1Authorizer` (Jupyter's kernel
+and session routes) and the login gate (Voila's shutdown route) let only that user reach the kernel afterwards
+(:func:`kernel_refusal`).
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ KERNEL_OWNER: contextvars.ContextVar[str | None] = contextvars.ContextVar("phase
 class KernelLimits:
     """How many kernels a user may run, and when an unconnected idle kernel is shut down."""
 
-    max_per_user: int = 4
+    max_per_user: int = settings.DEFAULT_MAX_KERNELS_PER_USER
     idle_minutes: int = 10
     cull_interval_s: int = 60
-    pool_size: int = 1
+    pool_size: int = settings.DEFAULT_KERNEL_POOL
 
     @classmethod
     def from_settings(cls, config: settings.Settings) -> KernelLimits:
@@ -141,33 +142,69 @@ def _default_manager() -> type:
     return pooled(capped(AsyncMappingKernelManager))
 
 
+def kernel_refusal(manager: Any, kernel_id: str | None, user: str | None) -> str | None:
+    """Why ``user`` may not act on kernel ``kernel_id`` (connect, inspect, interrupt, restart, shut down), or
+    None when they may: the one rule of :class:`Phase1Authorizer` and of the login gate for Voila's shutdown
+    route. A kernel still in the pre-heated pool is nobody's; a kernel with an owner is the owner's only."""
+    if not kernel_id or manager is None or not hasattr(manager, "owner_of"):
+        return None
+    if hasattr(manager, "pool_kernel_ids") and kernel_id in manager.pool_kernel_ids():
+        return "this kernel waits in the pre-heated pool: it is nobody's to reach"
+    owner = manager.owner_of(kernel_id)
+    if owner is not None and owner != user:
+        return "this kernel belongs to another user: only its owner may reach it"
+    return None
+
+
+async def _kernels_named(handler: Any, resource: str) -> list[str]:
+    """The kernels a Jupyter request acts on: the kernel routes' id; for the sessions routes, the kernel of the
+    session named in the path and any kernel id in the body (a session attached to a kernel can delete it)."""
+    path_kwargs = getattr(handler, "path_kwargs", None) or {}
+    if resource == "kernels":
+        kernel_id = getattr(handler, "kernel_id", None) or path_kwargs.get("kernel_id")
+        return [kernel_id] if kernel_id else []
+    if resource != "sessions":
+        return []
+    found: list[str] = []
+    session_id = path_kwargs.get("session_id")
+    manager = handler.settings.get("session_manager")
+    if session_id and manager is not None:
+        try:
+            model = await manager.get_session(session_id=session_id)
+        except Exception:  # no such session: the handler answers it (404)
+            model = None
+        kernel = (model or {}).get("kernel") or {}
+        if kernel.get("id"):
+            found.append(kernel["id"])
+    if handler.request.method in ("POST", "PATCH"):
+        try:
+            body = handler.get_json_body() or {}
+        except Exception:  # not JSON: the handler answers it (400)
+            body = {}
+        kernel = body.get("kernel") if isinstance(body, dict) else None
+        if isinstance(kernel, dict) and isinstance(kernel.get("id"), str):
+            found.append(kernel["id"])
+    return found
+
+
 def _authorizer() -> type:
     from jupyter_server.auth.authorizer import Authorizer
 
     class Phase1Authorizer(Authorizer):
-        """Jupyter's authorizer with one rule more: a request naming a kernel (its websocket, its REST
-        routes) reaches it only as the kernel's owner; a kernel still in the pre-heated pool is nobody's to
-        reach. Kernels started without a session user (none under ``phase1 serve``) stay open to every admin,
-        as Jupyter has it."""
+        """Jupyter's authorizer with one rule more (:func:`kernel_refusal`): a request naming a kernel (its
+        websocket, its REST routes, a session attached to it) reaches it only as the kernel's owner; a kernel
+        still in the pre-heated pool is nobody's to reach. Kernels started without a session user (none under
+        ``phase1 serve``) stay open to every admin, as Jupyter has it. Listing ``/api/kernels`` and
+        ``/api/sessions`` stays Jupyter's (every id to every admin: an id grants nothing by itself)."""
 
-        def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
-            if resource != "kernels":
-                return True
-            kernel_id = getattr(handler, "kernel_id", None) or (getattr(handler, "path_kwargs", None)
-                                                                or {}).get("kernel_id")
-            if not kernel_id:
-                return True
+        async def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
             manager = handler.settings.get("kernel_manager")
             name = getattr(user, "username", None)
-            if manager is None or not hasattr(manager, "owner_of"):
-                return True
-            if hasattr(manager, "pool_kernel_ids") and kernel_id in manager.pool_kernel_ids():
-                handler.log.warning("refused %s access to pooled kernel %s", name, kernel_id)
-                return False
-            owner = manager.owner_of(kernel_id)
-            if owner is not None and owner != name:
-                handler.log.warning("refused %s access to kernel %s of %s", name, kernel_id, owner)
-                return False
+            for kernel_id in await _kernels_named(handler, resource):
+                why = kernel_refusal(manager, kernel_id, name)
+                if why is not None:
+                    handler.log.warning("refused %s %s of kernel %s: %s", name, action, kernel_id, why)
+                    return False
             return True
 
     return Phase1Authorizer

@@ -11,18 +11,25 @@ the server's kernel manager, with the rules that make a kernel started before an
   the first cell, after the imports; nothing it rendered names or reads a user.
 - **The user comes from the server-side session**: the login gate puts the session's user in
   :data:`~phase1lib.server.kernels.KERNEL_OWNER` for the request; when a pooled kernel is handed out, that
-  name is written to the kernel's private hand-off file (a random name in a 0700 folder, announced to the
-  kernel in ``PHASE1_HANDOFF`` when it was started). No header, query string or browser message reaches it.
+  name is written to the kernel's hand-off file (a random name in a 0700 folder, announced to the kernel in
+  ``PHASE1_HANDOFF`` when it was started; both sides of the protocol: :mod:`phase1lib.handoff`). No header,
+  query string or browser message reaches it. The folder keeps other OS users out, not other admins (every
+  kernel runs as the server's OS user): what keeps admins apart is the server's side, below.
   A pooled kernel's environment carries no user at all (``PHASE1_USER`` and ``HTTP_X_PHASE1_USER`` removed).
 - **One kernel, one request**: a pool entry is taken off its list before anything is awaited, so a kernel is
   handed out once; from then on it belongs to that user (the per-user cap counts it and
   :class:`~phase1lib.server.kernels.Phase1Authorizer` refuses it to anyone else), and nobody at all may connect
   to a kernel still in the pool.
 - **Caps and culling**: pooled kernels have no owner, so they count against nobody's cap; the cap is checked
-  when one is handed out. They are never culled while waiting (they are the pool); once handed out they are
-  ordinary kernels, culled after the idle minutes without a tab like any other. The pool is bounded
-  (``pool_size`` per dashboard) and refilled one kernel at a time, a few seconds after a hand-out, so the
-  refill does not compete with the page being drawn.
+  when one is handed out (a refused kernel goes back to its pool, untouched). They are never culled while
+  waiting (they are the pool); once handed out they are ordinary kernels, culled after the idle minutes
+  without a tab like any other. A kernel the pool gives up on (it failed to heat, or died) is shut down at
+  once, since nothing else would end it. The pool is bounded (``pool_size`` per dashboard) and refilled one
+  kernel at a time, a few seconds after any request that took from it (whether it was served or refused), so
+  the refill does not compete with the page being drawn.
+- **Nothing usable in the pool**: a request heats a kernel for its user on the spot, handed over before its
+  first cell runs, so it skips the warm-up build (:meth:`phase1lib.ui.context.AppContext.from_env`): as
+  quick as a fresh kernel.
 """
 
 from __future__ import annotations
@@ -39,14 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..settings import HANDOFF_ENV, kernel_environment
+from ..handoff import waiting_marker, write_handoff
+from ..settings import DEFAULT_KERNEL_POOL, HANDOFF_ENV, kernel_environment
 
 #: Notebook metadata a dashboard sets to be pre-heated: it waits for its user before building anything.
 METADATA_KEY = "phase1"
 #: Seconds between a hand-out and the refill of that dashboard's pool (the page being drawn comes first).
 REFILL_DELAY_S = 3.0
-#: Suffix of the marker a pooled kernel writes beside its hand-off file once it waits for its user.
-WAITING_SUFFIX = ".waiting"
 #: Seconds a kernel may take to get there (start, imports) before the next one starts heating anyway.
 HEAT_TIMEOUT_S = 120.0
 
@@ -72,15 +78,6 @@ def preheat_notebooks(root_dir: Path, dashboards_dir: Path) -> list[str]:
             found.append((order if isinstance(order, int) else 1000,
                           path.resolve().relative_to(Path(root_dir).resolve()).as_posix()))
     return [name for _order, name in sorted(found)]
-
-
-def write_handoff(path: Path, user: str) -> None:
-    """Hand ``user`` to the kernel waiting on ``path``: written whole (temporary file, then rename), mode 600."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump({"user": user}, out)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -130,7 +127,8 @@ def pooled(base: type) -> type:
     from .kernels import KERNEL_OWNER
 
     class Pooled(base):  # type: ignore[misc, valid-type]
-        pool_size = Integer(1, config=True, help="Pre-heated kernels kept ready per dashboard (0: none).")
+        pool_size = Integer(DEFAULT_KERNEL_POOL, config=True,
+                            help="Pre-heated kernels kept ready per dashboard (0: none).")
 
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
@@ -153,32 +151,60 @@ def pooled(base: type) -> type:
             if user is None:  # get_pool_size said 0: Voila does not come here without a user
                 raise RuntimeError("a pre-heated kernel is handed out only to a logged-in user")
             self.refuse_if_capped(user)
-            pool = self._pool.pools.get(notebook_name) or []
-            heated: Heated | None = None
-            while pool and heated is None:
-                entry = pool.pop(0)  # taken before any await: no other request can get this kernel
-                if not entry.heating:  # still waiting for its turn: heating it now is as quick as it gets
-                    entry.task.cancel()
-                    break
+            try:  # from the first pop on, whatever happens, the pool is refilled to its size
+                pool = self._pool.pools.get(notebook_name) or []
+                heated: Heated | None = None
+                while pool and heated is None:
+                    entry = pool.pop(0)  # taken before any await: no other request can get this kernel
+                    if not entry.heating:  # still waiting for its turn: heating it now is as quick as it gets
+                        entry.task.cancel()
+                        break
+                    heated = await self._usable(entry, notebook_name)
+                if heated is None:  # nothing usable in the pool: a kernel heated for this user now (its cap is
+                    # checked when it starts, and it skips the warm-up: it is handed over from the start)
+                    heated = await self._heat(notebook_name, user)
+                    self.log.info("kernel %s of %s heated for %s", heated.kernel_id, notebook_name, user)
+                    return heated.task, heated.renderer.rendered_cache, heated.kernel_id
                 try:
-                    candidate: Heated = await entry.task
-                except Exception as error:  # a kernel that failed to start: try the next one
-                    self.log.warning("pre-heated kernel for %s failed: %s", notebook_name, error)
-                    continue
-                if candidate.kernel_id in self and not candidate.task.done():
-                    heated = candidate
-                else:
-                    self.log.warning("pre-heated kernel %s for %s is gone", candidate.kernel_id, notebook_name)
-            if heated is None:  # the pool had nothing usable: heat one now for this request
-                heated = await self._heat(notebook_name)
-            self.refuse_if_capped(user)  # again: the same user may have started another kernel meanwhile
-            self.assign_owner(heated.kernel_id, user)
-            self._pool.unowned.discard(heated.kernel_id)
-            write_handoff(heated.handoff, user)
-            heated.renderer.stop_generator = True
-            self.log.info("pre-heated kernel %s of %s handed to %s", heated.kernel_id, notebook_name, user)
-            self._schedule_fill(notebook_name, REFILL_DELAY_S)
-            return heated.task, heated.renderer.rendered_cache, heated.kernel_id
+                    self.refuse_if_capped(user)  # again: the same user may have started another kernel meanwhile
+                except Exception:
+                    # Back to the front of its pool rather than shut down: nobody has touched it (no owner, no
+                    # hand-off written, still waiting inside its first cell), so the pool stays full and the next
+                    # request gets it at once; shutting it down would throw away a warm kernel and its heat.
+                    self._put_back(notebook_name, entry, heated)
+                    raise
+                self.assign_owner(heated.kernel_id, user)
+                self._pool.unowned.discard(heated.kernel_id)
+                write_handoff(heated.handoff, user)
+                heated.renderer.stop_generator = True
+                self.log.info("pre-heated kernel %s of %s handed to %s", heated.kernel_id, notebook_name, user)
+                return heated.task, heated.renderer.rendered_cache, heated.kernel_id
+            finally:
+                self._schedule_fill(notebook_name, REFILL_DELAY_S)
+
+        async def _usable(self, entry: PoolEntry, notebook_name: str) -> Heated | None:
+            """The heated kernel of a pool entry taken off its pool, or None when it is unusable (then its
+            kernel, if one runs, is shut down: it would otherwise run forever, owned by nobody, never culled)."""
+            try:
+                candidate: Heated = await entry.task
+            except Exception as error:  # it failed to heat (_heat has shut its kernel down): try the next one
+                self.log.warning("pre-heated kernel for %s failed: %s", notebook_name, error)
+                return None
+            if candidate.kernel_id in self and not candidate.task.done():
+                return candidate
+            self.log.warning("pre-heated kernel %s for %s is gone", candidate.kernel_id, notebook_name)
+            candidate.task.cancel()
+            await self._discard(candidate.kernel_id)
+            return None
+
+        def _put_back(self, notebook: str, entry: PoolEntry, heated: Heated) -> None:
+            """A ready entry back to the front of its pool (shut down instead when the pools are closing)."""
+            if self._pool.started:
+                self._pool.pools.setdefault(notebook, []).insert(0, entry)
+                self.log.info("pre-heated kernel %s of %s kept in the pool", heated.kernel_id, notebook)
+            else:
+                heated.task.cancel()
+                asyncio.get_event_loop().create_task(self._discard(heated.kernel_id))
 
         # ---- the pools -------------------------------------------------------------------------------------
         def start_pools(self, notebooks: Iterable[str], voila: dict[str, Any]) -> None:
@@ -221,12 +247,15 @@ def pooled(base: type) -> type:
                 entry.heating = True
                 return await self._heat(notebook)
 
-        async def _heat(self, notebook: str) -> Heated:
-            """Start a kernel for ``notebook`` and pre-render it up to the point where it waits for its user."""
+        async def _heat(self, notebook: str, user: str | None = None) -> Heated:
+            """Start a kernel for ``notebook`` and pre-render it up to the point where it waits for its user
+            (a pool's kernel: ``user`` None). With a ``user`` (a request that found nothing in the pool), the
+            kernel is that user's from the start (cap checked, owner set by ``start_kernel``) and is handed
+            its user before it runs a cell: it skips the warm-up and nothing waits for it here."""
             from voila.notebook_renderer import NotebookRenderer
             from voila.utils import ENV_VARIABLE, get_page_config
 
-            token = KERNEL_OWNER.set(None)  # a pooled kernel has no owner until it is handed out
+            token = KERNEL_OWNER.set(user)  # None: a pooled kernel has no owner until it is handed out
             try:
                 v = self._pool.voila
                 assert v is not None and self._pool.handoff_dir is not None
@@ -249,18 +278,48 @@ def pooled(base: type) -> type:
                             HANDOFF_ENV: str(handoff)})
                 kernel_name = renderer.notebook.metadata.kernelspec.name
                 kernel_id = await self.start_kernel(kernel_name=kernel_name, path=os.path.dirname(notebook), env=env)
-                self._pool.unowned.add(kernel_id)
-                data = self.notebook_data.setdefault(notebook, {
-                    "notebook": renderer.notebook, "template": renderer.template_name, "theme": renderer.theme,
-                    "kernel_name": kernel_name, "kernel_ids": set()})
-                data["kernel_ids"].add(kernel_id)
-                task = asyncio.get_event_loop().create_task(
-                    renderer.generate_content_hybrid(kernel_id, self.get_kernel(kernel_id)))
-                await _until_waiting(handoff, task)
-                self.log.info("pre-heated kernel %s of %s ready", kernel_id, notebook)
+                if user is None:
+                    self._pool.unowned.add(kernel_id)
+                task: asyncio.Task | None = None
+                try:  # from here on a failure shuts the kernel down: nobody else would
+                    if user is not None:
+                        write_handoff(handoff, user)  # before its first cell: no warm-up, no waiting marker
+                        renderer.stop_generator = True
+                    data = self.notebook_data.setdefault(notebook, {
+                        "notebook": renderer.notebook, "template": renderer.template_name, "theme": renderer.theme,
+                        "kernel_name": kernel_name, "kernel_ids": set()})
+                    data["kernel_ids"].add(kernel_id)
+                    task = asyncio.get_event_loop().create_task(
+                        renderer.generate_content_hybrid(kernel_id, self.get_kernel(kernel_id)))
+                    if user is None:
+                        await _until_waiting(handoff, task)
+                        if task.done():  # an error in its first cell, or a notebook that does not wait
+                            error = None if task.cancelled() else task.exception()
+                            raise RuntimeError(f"{notebook} ended before it waited for its user ({error!r})")
+                        self.log.info("pre-heated kernel %s of %s ready", kernel_id, notebook)
+                except Exception:
+                    if task is not None:
+                        task.cancel()
+                    await self._discard(kernel_id)
+                    raise
                 return Heated(kernel_id, renderer, task, handoff)
             finally:
                 KERNEL_OWNER.reset(token)
+
+        async def _discard(self, kernel_id: str) -> None:
+            """Shut down a kernel the pool gives up on (failed or gone); it leaves the pool's books either way."""
+            self._forget(kernel_id)
+            if kernel_id in self:
+                try:
+                    await self.shutdown_kernel(kernel_id, now=True)
+                except Exception as error:  # already on its way out: nothing left to do
+                    self.log.warning("could not shut down pre-heated kernel %s: %s", kernel_id, error)
+
+        def _forget(self, kernel_id: str) -> None:
+            for data in self.notebook_data.values():
+                data["kernel_ids"].discard(kernel_id)
+            _forget_request_info(kernel_id)
+            self._pool.unowned.discard(kernel_id)
 
         # ---- kernels leaving ---------------------------------------------------------------------------------
         async def cull_kernel_if_idle(self, kernel_id: str) -> Any:
@@ -275,10 +334,7 @@ def pooled(base: type) -> type:
                     if heated is not None and heated.kernel_id == kernel_id:
                         pool.remove(entry)
                         self._schedule_fill(notebook, REFILL_DELAY_S)
-            for data in self.notebook_data.values():
-                data["kernel_ids"].discard(kernel_id)
-            _forget_request_info(kernel_id)
-            self._pool.unowned.discard(kernel_id)
+            self._forget(kernel_id)
             return await super().shutdown_kernel(kernel_id, *args, **kwargs)
 
         async def shutdown_all(self, *args: Any, **kwargs: Any) -> Any:
@@ -302,7 +358,7 @@ def pooled(base: type) -> type:
 async def _until_waiting(handoff: Path, task: asyncio.Task) -> None:
     """Return once the kernel waits for its user (its marker exists), its rendering ended, or after
     :data:`HEAT_TIMEOUT_S`: a pool heats one kernel at a time, start to finish."""
-    marker = handoff.with_name(handoff.name + WAITING_SUFFIX)
+    marker = waiting_marker(handoff)  # the protocol, both sides: phase1lib.handoff
     loop = asyncio.get_event_loop()
     deadline = loop.time() + HEAT_TIMEOUT_S
     while not marker.exists() and not task.done() and loop.time() < deadline:

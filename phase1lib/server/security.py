@@ -11,6 +11,9 @@
 - :func:`route_table` lists the routes from that same routing table.
 - :func:`host_allowed` is Jupyter's Host allow-list (against DNS rebinding), applied to the Phase-1 routes too.
 - In prod, :class:`GateMixin` refuses Jupyter's ``/api/shutdown`` (terminals are not even started there).
+- :class:`GateMixin` owner-checks the handlers of :data:`KERNEL_ROUTES` (Voila's ``/voila/api/shutdown/<id>``,
+  only ``@authenticated`` upstream) with the rule of :class:`~phase1lib.server.kernels.Phase1Authorizer`, which
+  guards Jupyter's own kernel and session routes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from tornado import httputil, web
 from tornado.routing import PathMatches, Router, Rule
 
 from ..errors import AuthError, ForbiddenError, Phase1Error
-from .kernels import KERNEL_OWNER
+from .kernels import KERNEL_OWNER, kernel_refusal
 
 log = logging.getLogger("phase1lib.server")
 
@@ -119,6 +122,12 @@ PROD_REFUSED = {
     "jupyter_server.services.shutdown.ShutdownHandler":
         "shutting the server down over HTTP is off in prod: stop the service on its host (SIGTERM)",
 }
+
+#: Handlers outside Jupyter's authorizer whose first path argument is a kernel id: reached only as the kernel's
+#: owner (phase1lib.server.kernels.kernel_refusal), never for a pooled kernel.
+KERNEL_ROUTES = frozenset({
+    "voila.shutdown_kernel_handler.VoilaShutdownKernelHandler",  # the tab-close beacon: POST .../shutdown/<id>
+})
 
 
 # ---- route metadata ------------------------------------------------------------------------------------
@@ -242,10 +251,19 @@ class GateMixin:
         except (AuthError, ForbiddenError) as error:
             deny(self, error)  # type: ignore[arg-type]
             return
-        refused = PROD_REFUSED.get(_qualified(original_class(type(self))))
+        handler_name = _qualified(original_class(type(self)))
+        refused = PROD_REFUSED.get(handler_name)
         if refused and ctx.settings.app_env == "prod":
             deny(self, ForbiddenError(refused))  # type: ignore[arg-type]
             return
+        if handler_name in KERNEL_ROUTES:
+            kernel_id = (self.path_args or [None])[0]  # type: ignore[attr-defined]
+            why = kernel_refusal(self.settings.get("kernel_manager"), kernel_id, session.username)  # type: ignore
+            if why is not None:
+                log.warning("refused %s %s of kernel %s: %s", session.username, self.request.method,  # type: ignore
+                            kernel_id, why)
+                _refuse(self, ForbiddenError(why))  # type: ignore[arg-type]
+                return
         # Who is acting, for Voila kernels (HTTP_X_PHASE1_USER via VoilaConfiguration.http_header_envs): always
         # the session's user, whatever header the client sent. The same user owns the kernels this request
         # starts (the per-user cap of phase1lib.server.kernels).

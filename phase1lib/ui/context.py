@@ -9,14 +9,12 @@ the logged-in admin in its environment, see :data:`USER_ENVS`, or hands a pre-he
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import settings
+from .. import handoff, settings
 from ..auth import DEV_ADMIN
 from ..errors import ConfigError, ForbiddenError
 from ..store import Store, open_store
@@ -28,8 +26,6 @@ from ..workspace import Workspace
 USER_ENVS = settings.USER_ENVS
 USER_ENV = "PHASE1_USER"
 HANDOFF_ENV = settings.HANDOFF_ENV
-#: Seconds between two looks at the hand-off file while a pre-heated kernel waits for its user.
-HANDOFF_POLL_S = 0.01
 
 
 def default_home(env: Mapping[str, str] | None = None) -> Path:
@@ -41,22 +37,17 @@ def session_user(env: Mapping[str, str] | None = None, timeout_s: float | None =
     """The logged-in user this kernel acts for.
 
     A pre-heated kernel (``PHASE1_HANDOFF`` set, started before anyone logged in) waits here until the server
-    hands it to a request and writes that session's user to its hand-off file; nothing the dashboard shows is
-    built before. The name then becomes ``HTTP_X_PHASE1_USER`` of the kernel, as for a kernel started for a
-    request, and the hand-off is forgotten. Otherwise the first of :data:`USER_ENVS` that is set.
+    hands it to a request and writes that session's user to its hand-off file (:mod:`phase1lib.handoff`);
+    nothing the dashboard shows is built before. The name then becomes ``HTTP_X_PHASE1_USER`` of the kernel, as
+    for a kernel started for a request, and the hand-off is forgotten. Otherwise the first of :data:`USER_ENVS`
+    that is set.
     """
     config = settings.get(env)
     if config.handoff is not None:
-        path = config.handoff
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        if not path.exists():  # tell the server this kernel is ready (it heats the next one)
-            path.with_name(path.name + ".waiting").touch()
-        while not path.exists():
-            if deadline is not None and time.monotonic() > deadline:
-                return None
-            time.sleep(HANDOFF_POLL_S)
-        user = str(json.loads(path.read_text(encoding="utf-8")).get("user") or "").strip() or None
-        path.unlink(missing_ok=True)
+        try:  # the protocol, both sides: phase1lib.handoff
+            user = handoff.wait_for_handoff(config.handoff, timeout_s)
+        except TimeoutError:
+            return None
         if env is None:  # this process: the session's user from now on, the hand-off forgotten
             settings.adopt_user(user)
         return user
@@ -77,9 +68,11 @@ class AppContext:
 
         In a pre-heated kernel still waiting for its user, the dashboard class ``warm`` is first built once on a
         scratch store with no user and thrown away (first-use costs paid before anyone waits; nothing of it is
-        shown or kept), then the kernel waits for its user.
+        shown or kept), then the kernel waits for its user. A kernel whose user is already there (heated for a
+        waiting request) skips the warm-up: its request would pay for it.
         """
-        if warm is not None and settings.get(env).handoff is not None:
+        path = settings.get(env).handoff
+        if warm is not None and path is not None and not handoff.handed_over(path):
             warm_up(warm)
         user = session_user(env)  # a pre-heated kernel waits here for the request's user
         return cls(store=open_store(env), home=settings.get(env).home, user=user)
