@@ -30,14 +30,12 @@ def kernel_loop() -> Any:
     return getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
 
 
-def on_kernel_loop(fn: Callable[[], Any], delay_s: float = 0.0) -> None:
-    """Call ``fn`` on the kernel's IO loop (after ``delay_s``), so that a background thread's result never
-    changes a page's state while the page handles a click or a hover; at once outside a kernel."""
+def on_kernel_loop(fn: Callable[[], Any]) -> None:
+    """Call ``fn`` on the kernel's IO loop, so that a background thread's result never changes a page's state
+    while the page handles a click or a hover; at once outside a kernel."""
     loop = kernel_loop()
     if loop is None:
         fn()
-    elif delay_s > 0:
-        loop.add_callback(lambda: loop.call_later(delay_s, fn))
     else:
         loop.add_callback(fn)
 

@@ -25,7 +25,6 @@ import ipywidgets as widgets
 import numpy as np
 import polars as pl
 
-from .background import on_kernel_loop
 from .format import TIER_COLOURS, TIER_ORDER, money, symbol
 
 #: Grid of the scatter's decimation (columns x rows over the visible window): at most one point per cell.
@@ -33,8 +32,6 @@ GRID_COLS, GRID_ROWS = 150, 90
 MAX_CELLS = GRID_COLS * GRID_ROWS
 #: Up to this many structures in the window are all drawn; more are decimated.
 DRAW_ALL = 4000
-#: Seconds a zoom or pan is given to deliver all its scale bounds before the scatter is redrawn once.
-WINDOW_SETTLE_S = 0.03
 _NAVY, _ORANGE, _GREY, _RED, _GREEN = "#1f4e79", "#e69500", "#8a949e", "#b42318", "#2e7d32"
 #: Drawing order of the tiers, bottom to top: the viable tiers over the rest, Diamond and Gold over the rings.
 _LAYERS = ("Not viable", "Bronze", "Silver")
@@ -149,7 +146,6 @@ class ValueScatter(widgets.VBox):
         self._shown: dict[str, np.ndarray] = {}
         self._home: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 1.0), (0.0, 1.0))
         self._drawing = False
-        self._redraw_pending = False
         self._drawn_window: tuple[tuple[float, float], tuple[float, float]] | None = None
         for mark in [*self.marks.values(), self.rings]:
             mark.on_hover(self._on_hover)
@@ -231,8 +227,9 @@ class ValueScatter(widgets.VBox):
         total = self.data.get("total", 0)
         note = (f" · one point per cell of a {GRID_COLS}×{GRID_ROWS} grid, best tier first; zoom in for more"
                 if len(keep) < inside else "")
-        self.caption.value = (f'<span class="p1-muted">{len(keep):,} of the {inside:,} structures in view drawn '
-                              f"({total:,} in the run){note}</span>") if total else ""
+        drawn = ",".join(f"{v:.6g}" for v in (*xr, *yr))  # the window drawn (a zoom may leave the counts alike)
+        self.caption.value = (f'<span class="p1-muted" data-window="{drawn}">{len(keep):,} of the {inside:,} '
+                              f"structures in view drawn ({total:,} in the run){note}</span>") if total else ""
 
     def _positions(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Positions in the arrays of the given permutation indices (those present)."""
@@ -249,17 +246,9 @@ class ValueScatter(widgets.VBox):
         self.figure.interaction = self.panzoom if change["new"] == "Pan & zoom" else None
 
     def _on_window(self, _change: dict[str, Any]) -> None:
-        """A zoom or pan moves up to four scale bounds, one message each: redraw once, when they have arrived."""
-        if self._drawing or not len(self._index) or self._redraw_pending:
-            return
-        self._redraw_pending = True
-
-        def flush() -> None:
-            self._redraw_pending = False
-            if not self._drawing and len(self._index) and self.window() != self._drawn_window:
-                self.redraw()
-
-        on_kernel_loop(flush, WINDOW_SETTLE_S)
+        """A zoom or pan moves the scale bounds (one message per scale): redraw when the window really moved."""
+        if not self._drawing and len(self._index) and self.window() != self._drawn_window:
+            self.redraw()
 
     # ---- events ----------------------------------------------------------------------------------------------
     def _point(self, mark: bq.Scatter, event: Mapping[str, Any]) -> int | None:
