@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +18,7 @@ from phase1lib.engine.evaluate import context_for_grid, evaluate, table_from_cod
 from phase1lib.engine.gates import CHECKS
 from phase1lib.engine.hints import LEVERS
 from phase1lib.presets import preset_ranges
-from phase1lib.ranges import parse_ranges, permutation_ids
+from phase1lib.ranges import parse_ranges, permutation_id
 from phase1lib.ruleset import load_ruleset
 
 LONDON = sample()
@@ -141,18 +142,19 @@ def test_every_near_miss_hint_passes_its_check():
 
 
 def test_hint_text_names_lever_and_value():
-    result = run(LONDON, preset_ranges("current_1920"))
-    bronze = result.frame.filter(result.frame["tier"] == "Bronze")
-    assert len(bronze) == result.counts["Bronze"] > 0
     from phase1lib.engine.evaluate import context_for_grid as ctx_for
     from phase1lib.engine.render import render_row
+    from phase1lib.runs import frame_ids
 
+    result = run(LONDON, preset_ranges("current_1920"))
+    # a run's frame has no id column: its reader derives the ids from the grid (runs.frame_ids)
+    frame = result.frame.with_columns(pl.Series("permutation_id", frame_ids(result)))
+    bronze = frame.filter(frame["tier"] == "Bronze")
+    assert len(bronze) == result.counts["Bronze"] > 0
     ctx = ctx_for(LONDON, load_ruleset(), result.grid)
     for row in bronze.head(5).iter_rows(named=True):
         rendered = render_row(ctx, row)
-        # a stored frame has no id column: the rendered id is the grid's id of that index (section 3)
-        codes = result.grid.decode(np.array([row["permutation_index"]]))
-        assert rendered["permutation_id"] == permutation_ids(result.grid, codes)[0]
+        assert rendered["permutation_id"] == permutation_id(rendered["structure"])  # section 3, from the point
         hint = rendered["kpis"]["hint"]
         verb, key, _, value = hint.split(" ")
         assert verb in ("raise", "lower", "shorten") and key in ("senior_dscr", "senior_tenor", "mezz_dscr")

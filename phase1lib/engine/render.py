@@ -14,7 +14,7 @@ import numpy as np
 
 from ..jsonsafe import finite_or_none
 from ..pricing import MARKET
-from ..ranges import KEYS, MEZZ_KEYS, permutation_id
+from ..ranges import KEYS, MEZZ_KEYS
 from ..ruleset import RATINGS
 from .cashflows import STRESS_NAMES
 from .evaluate import Context
@@ -76,7 +76,5 @@ def render_row(ctx: Context, row: Mapping[str, Any]) -> dict[str, Any]:
     kpis["repo_reasons"] = [] if row["repo_eligible"] else render_repo_reasons(
         ctx.ruleset, p.country, row["senior_amort"] == "bullet", failed, row["senior_rating"],
         finite_or_none(row["min_dscr"]), float(row["ltv"]), int(row["senior_tenor"]), d.dsra_months)
-    structure = structure_of(row)
-    pid = row.get("permutation_id") or permutation_id(structure)  # stored frames derive ids on read
-    return {"permutation_index": int(row["permutation_index"]), "permutation_id": pid,
-            "structure": structure, "kpis": kpis}
+    return {"permutation_index": int(row["permutation_index"]), "permutation_id": row["permutation_id"],
+            "structure": structure_of(row), "kpis": kpis}

@@ -14,26 +14,18 @@ from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
+from IPython import get_ipython
 
 #: Seconds between two progress-bar updates (the last one always shows).
 PROGRESS_EVERY_S = 0.1
 MUTED_START = '<span class="p1-muted">Not started</span>'
 
 
-def kernel_loop() -> Any:
-    """The IO loop of the IPython kernel this code runs in (where widget events are handled), or None outside a
-    kernel (tests, scripts)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # IPython is a dependency of ipywidgets; without it there is no kernel either
-        return None
-    return getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
-
-
 def on_kernel_loop(fn: Callable[[], Any]) -> None:
-    """Call ``fn`` on the kernel's IO loop, so that a background thread's result never changes a page's state
-    while the page handles a click or a hover; at once outside a kernel."""
-    loop = kernel_loop()
+    """Call ``fn`` on the IO loop of the kernel this code runs in (where widget events are handled), so that a
+    background thread's result never changes a page's state while the page handles a click or a hover; at once
+    outside a kernel (tests, scripts)."""
+    loop = getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
     if loop is None:
         fn()
     else:
