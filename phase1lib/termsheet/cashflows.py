@@ -17,10 +17,9 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from ..project import CURRENCY_SYMBOLS
 from .content import PERIOD_NAMES
-from .formulas import Column, PeriodTable, period_title, write_period_table
-from .printing import block_breaks, page_setup, print_in_blocks
+from .formulas import Column, PeriodTable, write_period_sheet
 from .source import Source
-from .styles import LEGEND, Book, widths
+from .styles import LEGEND, Book
 
 TITLE_COLUMNS = 3  # period, date, lease year: repeated on every printed block
 SENIOR, MEZZ, RESERVE = "Senior notes", "Mezzanine", "Reserve and equity"
@@ -127,18 +126,12 @@ def _fit(src: Source, col: Column) -> Column:
 
 def write_cash_flows(book: Book, ws: Worksheet, src: Source) -> PeriodTable:
     """The Cash Flows sheet: headers, the closing row, one row per period, totals."""
-    cols = cash_columns(src)
-    plain = [c.col for c in cols]
-    breaks = block_breaks(plain, TITLE_COLUMNS)
     p = src.project
     note = (f"{PERIOD_NAMES.get(src.ppy, str(src.ppy))} periods from closing {src.closing:%d-%b-%Y}; amounts in "
             f"{p.currency}. Lender case: the sizing case (DSCR); base case: base CPI (equity flows). " + LEGEND)
-    period_title(book, ws, f"Cash flows — {p.title} — rank {src.rank}", note, len(cols), breaks, TITLE_COLUMNS)
-    widths(ws, [c.width for c in cols])
-    table = write_period_table(book, ws, "cf", cols, src.n_periods, breaks=breaks, totals=True)
+    table = write_period_sheet(book, ws, "cf", cash_columns(src), src.n_periods,
+                               f"Cash flows — {p.title} — rank {src.rank}", note, TITLE_COLUMNS, src.footer(),
+                               with_row0=True, totals=True)
     book.put(ws, table.row0, 1, 0, "int", role="fixed")
     book.put(ws, table.row0, 2, src.closing, "date", role="fixed")
-    ws.freeze_panes = ws.cell(row=table.row0, column=TITLE_COLUMNS + 1)
-    page_setup(ws, src.footer(), "4:5")
-    print_in_blocks(ws, plain, breaks, TITLE_COLUMNS)
     return table

@@ -18,7 +18,7 @@ from openpyxl.styles import Alignment, Border
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from .printing import HEADING_PT, ROW_PT, Col
+from .printing import HEADING_PT, ROW_PT, Col, block_breaks, page_setup, print_in_blocks
 from .styles import (
     ALIGN_CENTER,
     ALIGN_HEADER,
@@ -39,6 +39,7 @@ from .styles import (
     Book,
     Formula,
     section,
+    widths,
 )
 
 
@@ -112,8 +113,12 @@ class PeriodTable:
         return f"{self.prefix}_{key}"
 
 
+#: The group header's row of a period table (the column headers are on the next one).
+HEADER_ROW = 4
+
+
 def write_period_table(book: Book, ws: Worksheet, prefix: str, columns: Sequence[Column], periods: int,
-                       header: int = 4, with_row0: bool = True, breaks: Sequence[int] = (),
+                       header: int = HEADER_ROW, with_row0: bool = True, breaks: Sequence[int] = (),
                        totals: bool = False) -> PeriodTable:
     """Group and column headers on rows ``header`` and ``header + 1``, the closing row (when ``with_row0``), one
     row per period, an optional totals row; a workbook name per column over the period rows."""
@@ -142,6 +147,23 @@ def write_period_table(book: Book, ws: Worksheet, prefix: str, columns: Sequence
     if totals:
         table.total_row = table.last + 1
         _totals(book, ws, columns, table)
+    return table
+
+
+def write_period_sheet(book: Book, ws: Worksheet, prefix: str, columns: Sequence[Column], periods: int,
+                       heading: str, subtitle: str, title_columns: int, footer: str, *, with_row0: bool = False,
+                       totals: bool = False) -> PeriodTable:
+    """A sheet of one row per period or lease year (Cash Flows, Indices, Sizing flows, Stress flows): the heading
+    over each printed block, the widths, the table (:func:`write_period_table`), panes frozen below the headers and
+    beside the title columns, printed A4 landscape in page-wide column blocks with the headers repeated."""
+    plain = [c.col for c in columns]
+    breaks = block_breaks(plain, title_columns)
+    period_title(book, ws, heading, subtitle, len(columns), breaks, title_columns)
+    widths(ws, [c.width for c in columns])
+    table = write_period_table(book, ws, prefix, columns, periods, HEADER_ROW, with_row0, breaks, totals)
+    ws.freeze_panes = ws.cell(row=table.row0 if table.row0 is not None else table.first, column=title_columns + 1)
+    page_setup(ws, footer, f"{HEADER_ROW}:{HEADER_ROW + 1}")
+    print_in_blocks(ws, plain, breaks, title_columns)
     return table
 
 

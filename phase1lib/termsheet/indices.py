@@ -12,10 +12,9 @@ from __future__ import annotations
 from openpyxl.worksheet.worksheet import Worksheet
 
 from ..engine.cashflows import STRESS_NAMES
-from .formulas import Column, PeriodTable, period_title, write_period_table
-from .printing import block_breaks, page_setup, print_in_blocks
+from .formulas import Column, PeriodTable, write_period_sheet
 from .source import Source
-from .styles import LEGEND, Book, widths
+from .styles import LEGEND, Book
 
 CLAMP = "MIN(MAX({x},cpi_floor),cpi_cap)"
 
@@ -73,22 +72,15 @@ ALIASES = {"lender_rent_index": "lender_growth_index", "base_rent_index": "base_
 def write_indices(book: Book, ws: Worksheet, src: Source) -> PeriodTable:
     """One row per lease year; names ix_<column>, plus ix_lender_rent_index, ix_base_rent_index, ix_cost_index,
     ix_rent_index_<scenario> and ix_cost_index_<scenario>."""
-    cols = index_columns(src)
-    plain = [c.col for c in cols]
-    breaks = block_breaks(plain, 1)
-    period_title(book, ws, f"Indices by lease year — {src.project.title}",
-          "Rent and cost indices of METHODOLOGY section 4: growth at anniversary y (row y) takes the index of year "
-          "y to year y + 1. " + LEGEND, len(cols), breaks, 1)
-    widths(ws, [c.width for c in cols])
-    table = write_period_table(book, ws, "ix", cols, src.project.lease_years, with_row0=False, breaks=breaks)
+    table = write_period_sheet(book, ws, "ix", index_columns(src), src.project.lease_years,
+                               f"Indices by lease year — {src.project.title}",
+                               "Rent and cost indices of METHODOLOGY section 4: growth at anniversary y (row y) takes "
+                               "the index of year y to year y + 1. " + LEGEND, 1, src.footer())
     for alias, key in ALIASES.items():
         _alias(book, ws, table, alias, key)
     for name in STRESS_NAMES:
         _alias(book, ws, table, f"rent_index_{name}", f"{name}_growth_index")
         _alias(book, ws, table, f"cost_index_{name}", f"{name}_cpi_index")
-    ws.freeze_panes = ws.cell(row=table.first, column=2)
-    page_setup(ws, src.footer(), "4:5")
-    print_in_blocks(ws, plain, breaks, 1)
     return table
 
 

@@ -17,9 +17,9 @@ from dataclasses import replace
 
 from openpyxl.worksheet.worksheet import Worksheet
 
-from .formulas import Column, Line, PeriodTable, Rows, period_title, write_period_table
+from .formulas import Column, Line, PeriodTable, Rows, write_period_sheet
 from .pricing import market_lines
-from .printing import block_breaks, page_setup, paginate, print_in_blocks
+from .printing import page_setup, paginate
 from .source import Source
 from .styles import LEGEND, Book, Formula, money_width, title, widths
 
@@ -247,13 +247,6 @@ def flow_columns(src: Source) -> list[Column]:
 
 def write_sizing_flows(book: Book, ws: Worksheet, src: Source) -> PeriodTable:
     """One row per period of the sizing working (names sz_<column>)."""
-    cols = flow_columns(src)
-    breaks = block_breaks([c.col for c in cols], 1)
-    period_title(book, ws, f"Sizing flows — {src.project.title}",
-          "Per-period working of the senior and mezzanine sizing (Sizing sheet). " + LEGEND, len(cols), breaks, 1)
-    widths(ws, [c.width for c in cols])
-    table = write_period_table(book, ws, "sz", cols, src.n_periods, with_row0=False, breaks=breaks)
-    ws.freeze_panes = ws.cell(row=table.first, column=2)
-    page_setup(ws, src.footer(), "4:5")
-    print_in_blocks(ws, [c.col for c in cols], breaks, 1)
-    return table
+    return write_period_sheet(book, ws, "sz", flow_columns(src), src.n_periods, f"Sizing flows — {src.project.title}",
+                              "Per-period working of the senior and mezzanine sizing (Sizing sheet). " + LEGEND, 1,
+                              src.footer())

@@ -11,10 +11,9 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from ..engine.cashflows import STRESS_NAMES
 from .breakevens import breakeven_columns
-from .formulas import Column, PeriodTable, period_title, write_period_table
-from .printing import block_breaks, page_setup, print_in_blocks
+from .formulas import Column, PeriodTable, write_period_sheet
 from .source import Source
-from .styles import LEGEND, Book, money_width, widths
+from .styles import LEGEND, Book, money_width
 
 
 def stress_columns(src: Source) -> list[Column]:
@@ -48,15 +47,6 @@ def stress_columns(src: Source) -> list[Column]:
 
 def write_stress_flows(book: Book, ws: Worksheet, src: Source) -> PeriodTable:
     """One row per period of the stress scenarios (names sf_<column>)."""
-    cols = stress_columns(src)
-    plain = [c.col for c in cols]
-    breaks = block_breaks(plain, 2)
-    period_title(book, ws, f"Stress flows — {src.project.title}",
-          "Cash available = scenario CFADS - sidecar, over the senior test periods (METHODOLOGY section 8); the "
-          "combined DSCR adds the mezz service. " + LEGEND, len(cols), breaks, 2)
-    widths(ws, [c.width for c in cols])
-    table = write_period_table(book, ws, "sf", cols, src.n_periods, with_row0=False, breaks=breaks)
-    ws.freeze_panes = ws.cell(row=table.first, column=3)
-    page_setup(ws, src.footer(), "4:5")
-    print_in_blocks(ws, plain, breaks, 2)
-    return table
+    return write_period_sheet(book, ws, "sf", stress_columns(src), src.n_periods, f"Stress flows — {src.project.title}",
+                              "Cash available = scenario CFADS - sidecar, over the senior test periods (METHODOLOGY "
+                              "section 8); the combined DSCR adds the mezz service. " + LEGEND, 2, src.footer())
