@@ -31,7 +31,7 @@ from .formulas import Line, Rows, grid
 from .pricing import write_v2_assumptions
 from .printing import page_setup, paginate
 from .source import Source
-from .styles import LEGEND, ROLE_FONTS, Book, Formula, title, widths
+from .styles import LEGEND, ROLE_FONTS, Book, Formula
 
 ASSUMPTION_WIDTHS = (32, 26, 17, 16, 15, 15, 15)
 #: The methodology's comparison tolerance and noise rules (sections 5-8, D18, D25).
@@ -110,11 +110,8 @@ def structure_value(src: Source, key: str) -> Any:
 def write_assumptions(book: Book, ws: Worksheet, src: Source) -> None:
     """Inputs (structure, project), derived fields, ruleset tables, the run."""
     p = src.project
-    widths(ws, ASSUMPTION_WIDTHS)
-    title(book, ws, f"Assumptions — {p.title}",
-          "Every input of the model, each a workbook name equal to its methodology name. " + LEGEND,
-          len(ASSUMPTION_WIDTHS))
-    rows = Rows(book, ws, 3, width=len(ASSUMPTION_WIDTHS))
+    rows = Rows.on_sheet(book, ws, ASSUMPTION_WIDTHS, f"Assumptions — {p.title}",
+                         "Every input of the model, each a workbook name equal to its methodology name. " + LEGEND)
     _structure(rows, src)
     _project(rows, src)
     _derived(rows, src)

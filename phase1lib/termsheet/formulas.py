@@ -39,6 +39,7 @@ from .styles import (
     Book,
     Formula,
     section,
+    title,
     widths,
 )
 
@@ -248,6 +249,14 @@ class Rows:
     headings: list[int] = field(default_factory=list)
     blocks: list[tuple[int, int]] = field(default_factory=list)  # (first, last) rows printed on one page
     validations: list[tuple[str, Sequence[str]]] = field(default_factory=list)
+
+    @classmethod
+    def on_sheet(cls, book: Book, ws: Worksheet, column_widths: Sequence[float], heading: str,
+                 subtitle: str) -> Rows:
+        """A key-value sheet: its column widths, title and subtitle, then rows from row 3 over its width."""
+        widths(ws, column_widths)
+        title(book, ws, heading, subtitle, len(column_widths))
+        return cls(book, ws, 3, width=len(column_widths))
 
     def section(self, text: str) -> None:
         self.row += 1

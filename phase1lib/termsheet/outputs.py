@@ -17,7 +17,7 @@ from .formulas import Line, PeriodTable, Rows
 from .printing import page_setup, paginate
 from .sizing import KV_WIDTHS
 from .source import Source
-from .styles import FONT_NOTE, LEGEND, ArrayFormula, Book, Formula, header_row, rule_below, title, widths
+from .styles import FONT_NOTE, LEGEND, ArrayFormula, Book, Formula, header_row, rule_below
 
 F = Formula
 NEWTON_ROWS = MAX_ITER  # the engine's iteration limit (D33); converged rows repeat the root
@@ -69,11 +69,9 @@ def engine_outputs(kpis: dict[str, Any], derived: Derived | None = None) -> dict
 
 
 def write_outputs(book: Book, ws: Worksheet, src: Source, cash: PeriodTable) -> None:
-    widths(ws, KV_WIDTHS)
-    title(book, ws, f"Outputs — {src.project.title}",
-          "KPIs of METHODOLOGY section 7 over the Cash Flows columns, the equity IRR, and every named output "
-          "against the engine. " + LEGEND, len(KV_WIDTHS))
-    rows = Rows(book, ws, 3, width=len(KV_WIDTHS))
+    rows = Rows.on_sheet(book, ws, KV_WIDTHS, f"Outputs — {src.project.title}",
+                         "KPIs of METHODOLOGY section 7 over the Cash Flows columns, the equity IRR, and every "
+                         "named output against the engine. " + LEGEND)
     rows.section("Reserve, sidecar, day-one value and equity")
     rows.lines([
         Line("DSRA amount",

@@ -21,7 +21,7 @@ from .formulas import Column, Line, PeriodTable, Rows, write_period_sheet
 from .pricing import market_lines
 from .printing import page_setup, paginate
 from .source import Source
-from .styles import LEGEND, Book, Formula, money_width, title, widths
+from .styles import LEGEND, Book, Formula, money_width
 
 KV_WIDTHS = (42, 24, 18, 16, 44)
 F = Formula
@@ -29,11 +29,10 @@ F = Formula
 
 def write_sizing(book: Book, ws: Worksheet, src: Source) -> None:
     """Periods, rates, capacities, limits, the senior amount and the mezzanine (scalars)."""
-    widths(ws, KV_WIDTHS)
-    title(book, ws, f"Sizing — {src.project.title}",
-          "Reverse-DSCR sizing of the senior notes (METHODOLOGY section 5) and the mezzanine (section 6), from the "
-          "inputs on Assumptions and the per-period working on Sizing Flows. " + LEGEND, len(KV_WIDTHS))
-    rows = Rows(book, ws, 3, width=len(KV_WIDTHS))
+    rows = Rows.on_sheet(book, ws, KV_WIDTHS, f"Sizing — {src.project.title}",
+                         "Reverse-DSCR sizing of the senior notes (METHODOLOGY section 5) and the mezzanine "
+                         "(section 6), from the inputs on Assumptions and the per-period working on Sizing Flows. "
+                         + LEGEND)
     rows.section("Periods of the structure")
     rows.lines([
         Line("Interest-only periods (io)", F("=io_months*periods_per_year/12"), "int", "io_periods"),
