@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from .text import safe_display
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,14 @@ class FieldError:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
+
+
+def unknown_fields(data: Mapping[str, Any], known: Iterable[str], where: str = "") -> list[FieldError]:
+    """A FieldError for each key of ``data`` not in ``known`` (shown safely, under ``where`` when given), listing
+    the known ones: the one "unknown field" rule of request bodies and portfolio files."""
+    allowed = tuple(known)
+    return [FieldError(f"{where}.{name}" if where else name, f"unknown field; known: {', '.join(allowed)}")
+            for name in (safe_display(str(k))[:64] for k in data if k not in allowed)]
 
 
 class Phase1Error(Exception):

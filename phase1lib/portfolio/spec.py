@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import settings
 from ..defaults import DEFAULT_TOPN, MAX_SEED
-from ..errors import FieldError, GuardrailError, InputError, Phase1Error
+from ..errors import FieldError, GuardrailError, InputError, Phase1Error, unknown_fields
 from ..presets import preset_names, preset_ranges
 from ..project import Project, read_json_file, validate_project
 from ..settings import DEFAULT_MAX_PORTFOLIO_PERMUTATIONS  # noqa: F401 - the default, written once
@@ -139,13 +139,6 @@ def _options(raw: Mapping[str, Any], where: str, errors: list[FieldError]) -> di
     return out
 
 
-def _unknown(raw: Mapping[str, Any], known: Sequence[str], where: str, errors: list[FieldError]) -> None:
-    for key in raw:
-        if key not in known:
-            errors.append(FieldError(f"{where}.{key}" if where else str(key),
-                                     f"unknown field; known: {', '.join(known)}"))
-
-
 def _load_project(raw: Any, where: str, base: Path | None, errors: list[FieldError]) -> tuple[Project | None, str]:
     """The entry's project: an inline object, or (when ``base`` is given: files allowed) a file path."""
     if isinstance(raw, str):
@@ -184,7 +177,7 @@ def parse_portfolio(data: Any, base: Path | str | None = None, source: str = "in
     errors: list[FieldError] = []
     if not isinstance(data, Mapping):
         raise InputError([FieldError("portfolio", "must be a JSON object with \"projects\"")], "portfolio")
-    _unknown(data, TOP_FIELDS, "", errors)
+    errors.extend(unknown_fields(data, TOP_FIELDS))
     title = data.get("title")
     if title is not None and (problem := text_problem(title, max_len=200)) is not None:
         errors.append(FieldError("title", problem))
@@ -193,7 +186,7 @@ def parse_portfolio(data: Any, base: Path | str | None = None, source: str = "in
     if not isinstance(defaults_raw, Mapping):
         errors.append(FieldError("defaults", "must be an object of shared options: " + ", ".join(OPTION_FIELDS)))
     else:
-        _unknown(defaults_raw, OPTION_FIELDS, "defaults", errors)
+        errors.extend(unknown_fields(defaults_raw, OPTION_FIELDS, "defaults"))
         defaults = _options(defaults_raw, "defaults", errors)
     entries = data.get("projects")
     if not isinstance(entries, list) or not entries:
@@ -210,7 +203,7 @@ def parse_portfolio(data: Any, base: Path | str | None = None, source: str = "in
         if not isinstance(raw, Mapping):
             errors.append(FieldError(where, "must be a project file path or an object with \"project\""))
             continue
-        _unknown(raw, PROJECT_FIELDS, where, errors)
+        errors.extend(unknown_fields(raw, PROJECT_FIELDS, where))
         project, path = _load_project(raw.get("project"), f"{where}.project", base, errors)
         own = _options(raw, where, errors)
         if "ranges" in own or "preset" in own:  # a project's own grid replaces the default one

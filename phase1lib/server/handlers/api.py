@@ -11,12 +11,12 @@ from typing import Any
 from ... import service
 from ...defaults import DEFAULT_TOPN, MAX_SEED
 from ...engine.runner import RunResult
-from ...errors import BusyError, FieldError, InputError, NotFoundError
+from ...errors import BusyError, FieldError, InputError, NotFoundError, unknown_fields
 from ...presets import preset_ranges, preset_ruleset
 from ...project import Project, parse_project
 from ...ranges import precheck_guardrail
 from ...workspace import Workspace
-from .base import Phase1Handler, unknown_fields
+from .base import Phase1Handler
 
 RUN_FIELDS = ("seed", "topn", "ranges", "preset", "project", "sample", "ruleset")
 

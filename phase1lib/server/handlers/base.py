@@ -14,7 +14,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,7 +25,7 @@ from tornado import web
 
 from ... import __version__, ops
 from ...auth import Session, check_ops_token
-from ...errors import DisabledError, FieldError, ForbiddenError, HTTPProblem, InputError, Phase1Error
+from ...errors import DisabledError, FieldError, ForbiddenError, HTTPProblem, InputError, Phase1Error, unknown_fields
 from ...text import safe_display
 from ..context import Phase1Context
 from ..security import API_CSP, FORM_CSP, SECURITY_HEADERS, host_allowed, request_id
@@ -343,11 +343,3 @@ def _measured(handler: web.RequestHandler) -> bool:
         return True
     path = handler.request.path
     return path.startswith("/voila/render/") or path in ("/lab", "/lab/")
-
-
-
-def unknown_fields(body: Mapping[str, Any], known: Iterable[str]) -> list[FieldError]:
-    """A FieldError for each field of ``body`` not in ``known`` (listing the known ones)."""
-    allowed = tuple(known)
-    return [FieldError(safe_display(str(k))[:64], f"unknown field; known: {', '.join(allowed)}") for k in body
-            if k not in allowed]
