@@ -139,6 +139,7 @@ class ValueScatter(widgets.VBox):
         self.on_pick: Callable[[int], None] | None = None
         self.describe: Callable[[int], str] | None = None
         self._index = np.zeros(0, dtype=np.int64)
+        self._order = self._sorted = np.zeros(0, dtype=np.int64)  # argsort of _index and _index in that order
         self._x = self._y = np.zeros(0)
         self._rank = np.zeros(0, dtype=np.int64)
         self._top: np.ndarray = np.zeros(0, dtype=np.int64)
@@ -159,6 +160,8 @@ class ValueScatter(widgets.VBox):
         """Plot a run's frame (permutation_index, day_one_value, min_dscr, tier); ``top`` are its Top-N rows."""
         data = frame.select("permutation_index", "day_one_value", "min_dscr", "tier").drop_nulls()
         self._index = data["permutation_index"].to_numpy().astype(np.int64)
+        self._order = np.argsort(self._index)  # once per run: every redraw and selection looks indices up
+        self._sorted = self._index[self._order]
         self._x = data["min_dscr"].to_numpy().astype(float)
         self._y = data["day_one_value"].to_numpy().astype(float) / 1e6
         tiers = data["tier"].cast(pl.String).to_list()
@@ -236,11 +239,9 @@ class ValueScatter(widgets.VBox):
         wanted = np.asarray(list(indices), dtype=np.int64)
         if not len(wanted) or not len(self._index):
             return np.zeros(0, dtype=np.int64)
-        order = np.argsort(self._index)
-        found = np.searchsorted(self._index[order], wanted)
-        found = np.clip(found, 0, len(order) - 1)
-        ok = self._index[order][found] == wanted
-        return order[found[ok]]
+        found = np.clip(np.searchsorted(self._sorted, wanted), 0, len(self._order) - 1)
+        ok = self._sorted[found] == wanted
+        return self._order[found[ok]]
 
     def _on_mode(self, change: dict[str, Any]) -> None:
         self.figure.interaction = self.panzoom if change["new"] == "Pan & zoom" else None
