@@ -264,3 +264,13 @@ def test_the_run_cache_keeps_the_most_recently_used_runs_only() -> None:
     assert cache.get("a") == 1  # a is now the most recent
     cache["c"] = 3
     assert list(cache) == ["a", "c"] and cache.get("b") is None
+
+
+def test_the_debt_balance_axis_fits_the_structure_after_an_empty_chart(london: SecuritisationDashboard) -> None:
+    charts_ = london.schedule_charts
+    assert (charts_.debt_scale.min, charts_.debt_scale.max) == (0.0, 1.0)  # no viable structure: empty charts
+    row = london.near_misses[0]
+    london.open_structure(row)
+    senior_m = row["kpis"]["senior_amount"] / 1e6  # the balance starts at the senior amount (GBP m)
+    assert charts_.debt_scale.min == 0.0 and senior_m <= charts_.debt_scale.max <= 1.05 * senior_m
+    assert float(np.max(charts_.balance.y)) == pytest.approx(senior_m, rel=1e-12)

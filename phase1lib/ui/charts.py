@@ -354,6 +354,8 @@ class ScheduleCharts(widgets.HBox):
                             + [r["mezz_opening"] - r["mezz_principal"] for r in schedule], dtype=float) / 1e6
             self.balance.x = tb
             self.balance.y = np.vstack([senior, senior + mezz]) if mezz.any() else np.vstack([senior])
+            # its own range every time (clear() leaves 0-1 for an empty chart, which would clip every balance)
+            self.debt_scale.min, self.debt_scale.max = 0.0, 1.04 * max(float((senior + mezz).max(initial=0.0)), 1e-6)
             self.dscr_legend.value = legend_html(legend)
             self.balance_legend.value = legend_html([("Senior", _NAVY, "box")] + (
                 [("Mezzanine (on top)", _ORANGE, "box")] if mezz.any() else []))
