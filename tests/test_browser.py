@@ -436,7 +436,7 @@ def _scatter_250k(page, server: Server) -> dict[str, object]:
     page.locator("button.widget-toggle-button").filter(has_text="Pan & zoom").first.click()
     box = page.locator(".p1-chart .bqplot").first.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.3)
-    zooms = []
+    zooms, turns = [], []
     for _ in range(3):
         before = caption.get_attribute("data-window") if caption.count() else ""
         # The toggle reaches the kernel, which installs the pan-zoom interaction in the page: a wheel turned
@@ -455,6 +455,7 @@ def _scatter_250k(page, server: Server) -> dict[str, object]:
             except PlaywrightTimeout:
                 assert attempt < 4, "five wheel turns over the scatter in Pan & zoom redrew nothing"
         zooms.append(round(time.perf_counter() - started, 3))
+        turns.append(attempt + 1)
     page.locator("button.widget-toggle-button").filter(has_text="Select").first.click()
     # a drawn point well inside the plot (the Top-N and the selected one are drawn even outside the zoomed
     # window, where the plot clips them), the selected one (orange) excepted; hovered in turn until one answers
@@ -476,7 +477,7 @@ def _scatter_250k(page, server: Server) -> dict[str, object]:
         break
     assert hover is not None, "no tooltip on any of five points inside the plot"
     return {"structures": 249_600, "to_scatter_s": round(shown, 2), "svg_points": points, "zoom_redraw_s": zooms,
-            "hover_s": round(hover, 3)}
+            "zoom_wheel_turns": turns, "hover_s": round(hover, 3)}
 
 
 def _uptime() -> str:
