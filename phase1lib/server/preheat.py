@@ -307,13 +307,15 @@ def pooled(base: type) -> type:
                 KERNEL_OWNER.reset(token)
 
         async def _discard(self, kernel_id: str) -> None:
-            """Shut down a kernel the pool gives up on (failed or gone); it leaves the pool's books either way."""
-            self._forget(kernel_id)
-            if kernel_id in self:
-                try:
-                    await self.shutdown_kernel(kernel_id, now=True)
-                except Exception as error:  # already on its way out: nothing left to do
-                    self.log.warning("could not shut down pre-heated kernel %s: %s", kernel_id, error)
+            """Shut down a kernel the pool gives up on (failed or gone); it leaves the pool's books either way
+            (:meth:`shutdown_kernel` forgets it before it stops it; a kernel already gone is only forgotten)."""
+            if kernel_id not in self:
+                self._forget(kernel_id)
+                return
+            try:
+                await self.shutdown_kernel(kernel_id, now=True)
+            except Exception as error:  # already on its way out: nothing left to do
+                self.log.warning("could not shut down pre-heated kernel %s: %s", kernel_id, error)
 
         def _forget(self, kernel_id: str) -> None:
             for data in self.notebook_data.values():
