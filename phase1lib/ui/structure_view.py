@@ -185,14 +185,18 @@ def monte_carlo_rows(k: Mapping[str, Any]) -> list[tuple[str, str]]:
             ("5th pct min DSCR", ratio(k.get("mc_p5_min_dscr")))]
 
 
+def senior_terms(s: Mapping[str, Any]) -> str:
+    """The senior note in one line, as markup: '20y · market · DSCR target 1.35x', '15y · 5.00% · ...'."""
+    coupon = "market" if s.get("senior_coupon") == MARKET else pct(s.get("senior_coupon"))
+    return f"{years(s.get('senior_tenor'))} · {esc(coupon)} · DSCR target {ratio(s.get('senior_dscr'))}"
+
+
 def tooltip_html(row: Mapping[str, Any], currency: str) -> str:
     """A structure's terms and key KPIs for the scatter's hover (a frame row or a rendered row)."""
     s = row.get("structure") or row
     k = row.get("kpis") or row
-    coupon = "market" if s.get("senior_coupon") == MARKET else pct(s.get("senior_coupon"))
     mezz = f" · mezz {pct(s.get('mezz_coupon'))} / {ratio(s.get('mezz_dscr'))}" if s.get("mezz_on") else ""
-    terms = (f"{years(s.get('senior_tenor'))} · {esc(coupon)} · DSCR target {ratio(s.get('senior_dscr'))} · "
-             f"{esc(s.get('senior_amort'))}{' + wrap' if s.get('wrap') else ''}{esc(mezz)}")
+    terms = f"{senior_terms(s)} · {esc(s.get('senior_amort'))}{' + wrap' if s.get('wrap') else ''}{esc(mezz)}"
     rows = [("Day-one value", money(k.get("day_one_value"), currency)), ("Senior", money(k.get("senior_amount"),
                                                                                           currency)),
             ("Min DSCR", ratio(k.get("min_dscr"))), ("WAL", years(k.get("wal_years"), 1)),
@@ -208,9 +212,7 @@ def near_miss_card(row: Mapping[str, Any], currency: str) -> str:
     fails = "; ".join(nearmiss.failure_text(f) for f in nearmiss.failed_checks(k)) or "–"
     hint: nearmiss.Hint | None = row.get("hint")
     hint_text = esc(hint.text()) if hint else esc(k.get("hint") or "no single-lever fix")
-    coupon = "market" if s.get("senior_coupon") == MARKET else pct(s.get("senior_coupon"))
     value = money(k.get("day_one_value"), currency, compact=True, dp=2)
-    terms = (f"{years(s.get('senior_tenor'))} · {esc(coupon)} · DSCR target {ratio(s.get('senior_dscr'))} · "
-             f"{esc(profile_text(row))}")
+    terms = f"{senior_terms(s)} · {esc(profile_text(row))}"
     return (f'<div class="p1-nm">{tier_badge(k.get("tier"))} <b>{value}</b> · {terms}<div>Fails {fails}</div>'
             f"<div>Hint: {hint_text}</div></div>")
