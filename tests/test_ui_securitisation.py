@@ -274,3 +274,15 @@ def test_the_debt_balance_axis_fits_the_structure_after_an_empty_chart(london: S
     senior_m = row["kpis"]["senior_amount"] / 1e6  # the balance starts at the senior amount (GBP m)
     assert charts_.debt_scale.min == 0.0 and senior_m <= charts_.debt_scale.max <= 1.05 * senior_m
     assert float(np.max(charts_.balance.y)) == pytest.approx(senior_m, rel=1e-12)
+
+
+def test_empty_and_filled_money_axes_have_ticks_that_differ(london: SecuritisationDashboard) -> None:
+    """An empty chart's 0-1 axis in millions (no viable structure) must not read 0 0 0 1 1 1; a GBP 250m one
+    keeps whole millions. d3's ',.Nf' formats as Python's format() does."""
+    axes = {"debt balance": london.schedule_charts.debt_axis, "capital stack": london.stack.y_axis}
+    for name, axis in axes.items():
+        labels = [format(t / 10, axis.tick_format) for t in range(11)]
+        assert len(set(labels)) == 11, (name, labels)
+    london.open_structure(london.near_misses[0])  # senior about GBP 250m
+    for name, axis in axes.items():
+        assert axis.tick_format == ",.0f", name

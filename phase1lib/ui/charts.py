@@ -78,6 +78,12 @@ def decimate(x: np.ndarray, y: np.ndarray, rank: np.ndarray, x_range: tuple[floa
     return inside[order[first]]
 
 
+def millions_tick_format(span: float) -> str:
+    """The d3 tick format of an axis in millions spanning ``span``: enough decimals that the ticks differ (an
+    empty chart's 0-1 axis reads 0.00 … 1.00, not 0 0 0 1 1 1)."""
+    return ",.2f" if span < 5 else ",.1f" if span < 50 else ",.0f"
+
+
 def _extent(values: np.ndarray, pad: float = 0.04) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     if not len(finite):
@@ -173,7 +179,7 @@ class ValueScatter(widgets.VBox):
         self._home = (_extent(self._x), _extent(self._y))
         (x0, x1), (y0, y1) = self._home
         self.x_axis.tick_format = ".3f" if x1 - x0 < 0.05 else ".2f"  # a narrow run: ticks that differ
-        self.y_axis.tick_format = ",.2f" if y1 - y0 < 5 else ",.1f" if y1 - y0 < 50 else ",.0f"
+        self.y_axis.tick_format = millions_tick_format(y1 - y0)
         self.data = {"total": len(self._index), "currency": currency}
         self.reset_view()
 
@@ -356,6 +362,7 @@ class ScheduleCharts(widgets.HBox):
             self.balance.y = np.vstack([senior, senior + mezz]) if mezz.any() else np.vstack([senior])
             # its own range every time (clear() leaves 0-1 for an empty chart, which would clip every balance)
             self.debt_scale.min, self.debt_scale.max = 0.0, 1.04 * max(float((senior + mezz).max(initial=0.0)), 1e-6)
+            self.debt_axis.tick_format = millions_tick_format(self.debt_scale.max)
             self.dscr_legend.value = legend_html(legend)
             self.balance_legend.value = legend_html([("Senior", _NAVY, "box")] + (
                 [("Mezzanine (on top)", _ORANGE, "box")] if mezz.any() else []))
@@ -371,6 +378,7 @@ class ScheduleCharts(widgets.HBox):
         self.t_scale.min, self.t_scale.max = 0.0, 25.0  # empty but readable axes
         self.dscr_scale.min, self.dscr_scale.max = 0.9, 2.0
         self.debt_scale.min, self.debt_scale.max = 0.0, 1.0
+        self.debt_axis.tick_format = millions_tick_format(1.0)
         self.dscr_legend.value = self.balance_legend.value = ""
         self.data = {}
 
@@ -410,6 +418,7 @@ class CapitalStack(widgets.VBox):
                       for n, _c in self.PARTS])
         self.bars.y = y
         self.ys.max = 1.04 * max(float(y[:, 0].sum()), float(y[:, 1].sum()), 1e-6)
+        self.y_axis.tick_format = millions_tick_format(self.ys.max)
         self.y_axis.label = f"{symbol(currency).strip() or currency}m"
         self._currency = currency
         self.legend.value = legend_html([(f"{n} {money(values[n], currency, compact=True)}", c, "box")
@@ -432,6 +441,7 @@ class CapitalStack(widgets.VBox):
     def clear(self) -> None:
         self.bars.y = np.zeros((len(self.PARTS), 2))
         self.ys.max = 1.0
+        self.y_axis.tick_format = millions_tick_format(1.0)
         self.legend.value = ""
         self.data = {}
 
